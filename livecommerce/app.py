@@ -1,0 +1,104 @@
+"""create_app(settings) wires one node: database, engine, services, transport."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import structlog
+from aiohttp import web
+
+from livecommerce.auth import Auth, resolve_secret
+from livecommerce.engine import Engine, create_engine
+from livecommerce.features.rooms.service import RoomService
+from livecommerce.observability import Metrics
+from livecommerce.persistence.db import Database
+from livecommerce.persistence.migrate import migrate
+from livecommerce.persistence.repositories import Orders, Products, Rooms, Secrets, Users
+from livecommerce.settings import Settings
+from livecommerce.transport import room_events
+from livecommerce.transport.dispatch import Dispatcher
+from livecommerce.transport.http import add_routes
+from livecommerce.transport.socket import SocketGateway, create_server
+
+log = structlog.get_logger(__name__)
+
+
+class Node:
+    """Everything one server process holds. Built on start-up, torn down on shutdown;
+    transport reads the services from here at call time."""
+
+    db: Database
+    engine: Engine
+    auth: Auth
+    users: Users
+    orders: Orders
+    rooms: RoomService
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.node_id = settings.node_id
+        self.metrics = Metrics(self.node_id)
+
+    async def start(self) -> None:
+        s = self.settings
+        await migrate(s.database.url)
+        self.db = Database(s.database.url, sqlite_busy_timeout_ms=s.database.sqlite_busy_timeout_ms)
+        self.engine = create_engine(s.redis_url, self.node_id, **s.engine.model_dump())
+        self.users = Users(self.db)
+        self.orders = Orders(self.db)
+        secret = await resolve_secret(s.auth.secret, Secrets(self.db))
+        self.auth = Auth(self.users, secret, s.auth.token_ttl_s)
+        self.rooms = RoomService(
+            self.engine, Rooms(self.db), Products(self.db), self.users, self.orders
+        )
+        self.metrics.watch(
+            "livecommerce_timers_fired",
+            "Timers fired by this node",
+            lambda: self.engine.timers_fired,
+        )
+        self.metrics.watch(
+            "livecommerce_rooms_local",
+            "Rooms with members on this node",
+            lambda: len(self.engine.local_rooms()),
+        )
+
+    async def stop(self) -> None:
+        await self.engine.close()
+        await self.db.close()
+
+
+NODE = web.AppKey("node", Node)
+
+
+def create_app(settings: Settings) -> web.Application:
+    node = Node(settings)
+    app = web.Application(client_max_size=256 * 1024)
+    app[NODE] = node
+    sio = create_server()
+    dispatcher = Dispatcher(node.metrics, _room_host(node))
+    gateway = SocketGateway(sio, node, dispatcher)
+    room_events.register(dispatcher, gateway, node)
+    sio.attach(app)
+    add_routes(app, node)
+
+    async def lifecycle(_: web.Application) -> AsyncIterator[None]:
+        await node.start()
+        node.engine.set_sinks(gateway.deliver_room, gateway.deliver_user)
+        await node.engine.start()
+        log.info("node_started", node_id=node.node_id, engine=node.engine.kind)
+        yield
+        log.info("node_stopping", node_id=node.node_id)
+        await node.stop()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+def _room_host(node: Node):  # type: ignore[no-untyped-def]
+    async def host_of(payload: object) -> str | None:
+        room_id = getattr(payload, "room_id", None)
+        if not isinstance(room_id, str):
+            return None
+        return (await node.rooms.get(room_id)).host_id
+
+    return host_of

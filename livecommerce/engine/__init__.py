@@ -1,0 +1,16 @@
+"""The engine seam; see base.py."""
+
+from livecommerce.engine.base import Broadcast, DueTimer, Engine, Reservation
+
+__all__ = ["Broadcast", "DueTimer", "Engine", "Reservation", "create_engine"]
+
+
+def create_engine(redis_url: str | None, node_id: str, **options: float | int) -> Engine:
+    """The Redis engine when ``redis_url`` is given, else the in-process one."""
+    if redis_url:
+        from livecommerce.engine.redis import RedisEngine
+
+        return RedisEngine(redis_url, node_id, **options)  # type: ignore[arg-type]
+    from livecommerce.engine.memory import MemoryEngine
+
+    return MemoryEngine(node_id, **options)  # type: ignore[arg-type]

@@ -1,0 +1,463 @@
+"""The engine seam: state, fan-out and timers that features code against.
+
+Features never ask whether they run on one node or twenty. They call this class; the
+in-process backend (``memory.py``) and the Redis backend (``redis.py``) differ only in the
+``_``-prefixed storage steps at the bottom, the way python-socketio's pub/sub managers
+differ only in ``_publish`` and ``_listen``. Everything else — local membership, presence
+reporting, the online-count broadcaster, the timer loop — lives here, once.
+
+Semantics every backend must keep (tests/engine/test_contract.py checks both):
+
+* ``publish`` gives each room broadcast a per-room, strictly increasing ``seq`` and, unless
+  ``history=False``, appends it to a bounded per-room history. Every node that has local
+  members of the room (``room_local_join``) receives it, in seq order, exactly once, through
+  the room sink. Nodes without local members receive nothing.
+* ``replay(room_id, since_seq)`` returns the durable broadcasts with ``seq > since_seq``, or
+  ``None`` when some of them were trimmed from history (or ``since_seq`` is in the future).
+  Ephemeral broadcasts (``history=False``: online counts, like totals) consume a seq but are
+  never replayed; the join snapshot carries their latest values.
+* Keys come from ``keys.py``; atomic steps are atomic (one Lua script on Redis).
+* Timers fire at-least-once and, barring a handler that outlives ``timer_lease_s``, exactly
+  once cluster-wide: a claim leases the timer; the lease lapsing (its node died) makes it due
+  again for any node. Handlers are written to be idempotent (state transitions), which makes
+  the rare re-fire harmless.
+* A backend that cannot reach its store raises :class:`livecommerce.errors.Unavailable`
+  and changes nothing.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from livecommerce.engine import keys
+
+log = structlog.get_logger(__name__)
+
+#: Delivers a room broadcast to this node's local members of ``room_id``.
+RoomSink = Callable[["Broadcast"], Awaitable[None]]
+#: Delivers a private message to this node's local connections of ``user_id``.
+UserSink = Callable[[str, str, dict[str, Any]], Awaitable[None]]
+#: Runs a due timer: ``handler(key, payload)``.
+TimerHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
+
+
+def now_ms() -> int:
+    return int(time.time() * 1000)
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """One room broadcast as delivered: ``payload`` already holds ``room_id`` and ``seq``."""
+
+    room_id: str
+    seq: int
+    event: str
+    payload: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Reservation:
+    """Outcome of :meth:`Engine.reserve`.
+
+    ``reason`` is ``None`` on success, else ``"sold_out"`` or ``"limit_exceeded"``.
+    ``left`` is what remains in the pool afterwards; ``held`` what the holder now holds.
+    """
+
+    ok: bool
+    reason: str | None
+    left: int
+    held: int
+
+
+@dataclass(frozen=True, slots=True)
+class DueTimer:
+    name: str  # "<kind>:<key>"
+    payload: dict[str, Any]
+    token: str
+
+
+class Engine(ABC):
+    """Shared engine logic. Subclasses implement the storage steps (``_`` methods)."""
+
+    kind: str = "abstract"
+
+    def __init__(
+        self,
+        node_id: str,
+        *,
+        history_size: int = 500,
+        presence_ttl_s: float = 6.0,
+        presence_refresh_s: float = 1.5,
+        online_interval_s: float = 1.0,
+        timer_poll_s: float = 0.1,
+        timer_lease_s: float = 30.0,
+    ) -> None:
+        self.node_id = node_id
+        self.history_size = history_size
+        self.presence_ttl_s = presence_ttl_s
+        self.presence_refresh_s = presence_refresh_s
+        self.online_interval_s = online_interval_s
+        self.timer_poll_s = timer_poll_s
+        self.timer_lease_s = timer_lease_s
+        self._room_sink: RoomSink | None = None
+        self._user_sink: UserSink | None = None
+        self._timer_handlers: dict[str, TimerHandler] = {}
+        #: room_id -> local connections in it (presence) ; user_id -> local connections
+        self._room_members: dict[str, int] = {}
+        self._user_conns: dict[str, int] = {}
+        self._presence_dirty: set[str] = set()
+        self._tasks: list[asyncio.Task[None]] = []
+        self._running_timers: set[asyncio.Task[None]] = set()
+        self._membership_lock = asyncio.Lock()
+        self.timers_fired = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def set_sinks(self, room_sink: RoomSink, user_sink: UserSink) -> None:
+        self._room_sink = room_sink
+        self._user_sink = user_sink
+
+    async def start(self) -> None:
+        await self._connect()
+        self._tasks = [
+            asyncio.create_task(self._presence_loop(), name="engine-presence"),
+            asyncio.create_task(self._online_loop(), name="engine-online"),
+            asyncio.create_task(self._timer_loop(), name="engine-timers"),
+        ]
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._tasks = []
+        if self._running_timers:
+            await asyncio.wait(self._running_timers, timeout=5)
+        with contextlib.suppress(Exception):
+            await self._presence_report({room: 0 for room in self._room_members})
+        await self._disconnect()
+
+    async def ping(self) -> bool:
+        """True when the backing store answers (readiness)."""
+        try:
+            await self._ping()
+        except Exception:
+            return False
+        return True
+
+    # ------------------------------------------------------------------ fan-out
+
+    async def publish(
+        self, room_id: str, event: str, payload: dict[str, Any], *, history: bool = True
+    ) -> int:
+        """Broadcast ``event`` to the room on every node; returns its ``seq``.
+
+        ``payload`` must not hold ``room_id``/``seq``: they are added here.
+        """
+        return await self._publish(room_id, event, payload, history)
+
+    async def publish_if_changed(
+        self, room_id: str, event: str, field: str, value: int
+    ) -> int | None:
+        """Publish ``{field: value}`` (ephemeral) unless ``value`` is what was last published
+        for ``event`` in this room. Atomic, so of several nodes noticing the same change only
+        one broadcasts it. Returns the seq, or None when nothing changed."""
+        return await self._publish_if_changed(room_id, event, field, value)
+
+    async def replay(self, room_id: str, since_seq: int) -> list[Broadcast] | None:
+        return await self._replay(room_id, since_seq)
+
+    async def last_seq(self, room_id: str) -> int:
+        return await self._last_seq(room_id)
+
+    async def send_to_user(self, user_id: str, event: str, payload: dict[str, Any]) -> None:
+        """Deliver privately to every connection of ``user_id``, on whichever node."""
+        await self._send_to_user(user_id, event, payload)
+
+    # ------------------------------------------------------------------ local membership
+
+    async def room_local_join(self, room_id: str) -> None:
+        """A local connection entered the room. The first one subscribes this node; the
+        call returns once broadcasts published afterwards are certain to arrive here."""
+        async with self._membership_lock:
+            count = self._room_members.get(room_id, 0)
+            if count == 0:
+                await self._subscribe_room(room_id)
+            self._room_members[room_id] = count + 1
+            self._presence_dirty.add(room_id)
+
+    async def room_local_leave(self, room_id: str) -> None:
+        async with self._membership_lock:
+            count = self._room_members.get(room_id, 0)
+            if count <= 0:
+                return
+            if count == 1:
+                del self._room_members[room_id]
+                with contextlib.suppress(Exception):
+                    await self._unsubscribe_room(room_id)
+            else:
+                self._room_members[room_id] = count - 1
+            self._presence_dirty.add(room_id)
+
+    async def user_local_join(self, user_id: str) -> None:
+        async with self._membership_lock:
+            count = self._user_conns.get(user_id, 0)
+            if count == 0:
+                await self._subscribe_user(user_id)
+            self._user_conns[user_id] = count + 1
+
+    async def user_local_leave(self, user_id: str) -> None:
+        async with self._membership_lock:
+            count = self._user_conns.get(user_id, 0)
+            if count <= 1:
+                self._user_conns.pop(user_id, None)
+                if count == 1:
+                    with contextlib.suppress(Exception):
+                        await self._unsubscribe_user(user_id)
+            else:
+                self._user_conns[user_id] = count - 1
+
+    def local_rooms(self) -> dict[str, int]:
+        return dict(self._room_members)
+
+    def local_online(self, room_id: str) -> int:
+        return self._room_members.get(room_id, 0)
+
+    async def _deliver_room(self, message: Broadcast) -> None:
+        if self._room_sink is not None and message.room_id in self._room_members:
+            try:
+                await self._room_sink(message)
+            except Exception:
+                log.exception("room_sink_failed", room_id=message.room_id, event=message.event)
+
+    async def _deliver_user(self, user_id: str, event: str, payload: dict[str, Any]) -> None:
+        if self._user_sink is not None and user_id in self._user_conns:
+            try:
+                await self._user_sink(user_id, event, payload)
+            except Exception:
+                log.exception("user_sink_failed", user_id=user_id, event=event)
+
+    # ------------------------------------------------------------------ presence
+
+    async def online(self, room_id: str) -> int:
+        """Connections in the room summed over live nodes."""
+        return await self._presence_total(room_id)
+
+    async def _presence_loop(self) -> None:
+        last_full = 0.0
+        while True:
+            await asyncio.sleep(min(0.25, self.presence_refresh_s))
+            full = time.monotonic() - last_full >= self.presence_refresh_s
+            rooms = set(self._room_members) if full else set()
+            rooms |= self._presence_dirty
+            if not rooms:
+                continue
+            self._presence_dirty = set()
+            counts = {room: self._room_members.get(room, 0) for room in rooms}
+            try:
+                await self._presence_report(counts)
+                if full:
+                    last_full = time.monotonic()
+            except Exception as exc:
+                self._presence_dirty |= rooms
+                log.warning("presence_report_failed", error=str(exc))
+
+    async def _online_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.online_interval_s)
+            for room_id in list(self._room_members):
+                try:
+                    total = await self.online(room_id)
+                    await self.publish_if_changed(room_id, "online:count", "online", total)
+                except Exception as exc:
+                    log.warning("online_broadcast_failed", room_id=room_id, error=str(exc))
+
+    # ------------------------------------------------------------------ timers
+
+    def on_timer(self, kind: str, handler: TimerHandler) -> None:
+        """Register the handler for timers of ``kind`` (e.g. ``"room.start"``)."""
+        if ":" in kind:
+            raise ValueError("timer kinds may not contain ':'")
+        self._timer_handlers[kind] = handler
+
+    async def schedule(
+        self, kind: str, key: str, at_ms: int, payload: dict[str, Any] | None = None
+    ) -> None:
+        """Fire ``kind``'s handler with ``(key, payload)`` at ``at_ms`` (epoch ms), once,
+        cluster-wide. Scheduling the same kind+key again replaces the earlier one."""
+        await self._timer_add(keys.timer_name(kind, key), at_ms, payload or {})
+
+    async def cancel(self, kind: str, key: str) -> bool:
+        return await self._timer_remove(keys.timer_name(kind, key))
+
+    async def _timer_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.timer_poll_s)
+            if not self._timer_handlers:
+                continue
+            try:
+                due = await self._timer_claim(now_ms(), int(self.timer_lease_s * 1000), 100)
+            except Exception as exc:
+                log.warning("timer_claim_failed", error=str(exc))
+                continue
+            for timer in due:
+                task = asyncio.create_task(self._fire(timer))
+                self._running_timers.add(task)
+                task.add_done_callback(self._running_timers.discard)
+
+    async def _fire(self, timer: DueTimer) -> None:
+        kind, _, key = timer.name.partition(":")
+        handler = self._timer_handlers.get(kind)
+        if handler is None:
+            log.error("timer_without_handler", timer=timer.name)
+            return  # left leased: a node that knows the kind picks it up after the lease
+        try:
+            await handler(key, timer.payload)
+        except Exception:
+            log.exception("timer_handler_failed", timer=timer.name)
+            return  # retried by whichever node claims it after the lease lapses
+        self.timers_fired += 1
+        try:
+            await self._timer_done(timer.name, timer.token)
+        except Exception as exc:
+            log.warning("timer_ack_failed", timer=timer.name, error=str(exc))
+
+    # ------------------------------------------------------------------ atomic primitives
+    # Keys are full key strings from keys.py. Integers are 64-bit.
+
+    @abstractmethod
+    async def incr(self, key: str, by: int = 1) -> int: ...
+
+    @abstractmethod
+    async def get_int(self, key: str) -> int: ...
+
+    @abstractmethod
+    async def kv_get(self, key: str) -> str | None: ...
+
+    @abstractmethod
+    async def kv_set(self, key: str, value: str, ttl_ms: int | None = None) -> None: ...
+
+    @abstractmethod
+    async def kv_set_nx(self, key: str, value: str, ttl_ms: int | None = None) -> bool:
+        """Set only if absent; True if this call set it."""
+
+    @abstractmethod
+    async def kv_delete(self, key: str) -> bool: ...
+
+    @abstractmethod
+    async def set_add(self, key: str, member: str) -> bool:
+        """True if ``member`` was not in the set before."""
+
+    @abstractmethod
+    async def set_remove(self, key: str, member: str) -> bool: ...
+
+    @abstractmethod
+    async def set_has(self, key: str, member: str) -> bool: ...
+
+    @abstractmethod
+    async def set_card(self, key: str) -> int: ...
+
+    @abstractmethod
+    async def set_members(self, key: str) -> set[str]: ...
+
+    @abstractmethod
+    async def zincr(self, key: str, member: str, by: float) -> float: ...
+
+    @abstractmethod
+    async def ztop(self, key: str, n: int) -> list[tuple[str, float]]:
+        """Highest scores first; ties by member ascending."""
+
+    @abstractmethod
+    async def remember(self, key: str, value: str, ttl_ms: int) -> str | None:
+        """Idempotency record: store ``value`` under ``key`` if absent and return None;
+        otherwise return the value stored first (and store nothing)."""
+
+    @abstractmethod
+    async def rate_limit(self, key: str, rate_per_s: float, burst: int) -> int:
+        """Token bucket: take one token. Returns 0 if allowed, else ms until one is free."""
+
+    @abstractmethod
+    async def reserve(
+        self, pool_key: str, holds_key: str, holder: str, qty: int, limit: int
+    ) -> Reservation:
+        """Atomically take ``qty`` units from the integer pool at ``pool_key`` for ``holder``
+        if at least ``qty`` are left and ``holder``'s holding (a field of the hash at
+        ``holds_key``) stays ``<= limit``. A pool that was never set counts as 0."""
+
+    @abstractmethod
+    async def release(self, pool_key: str, holds_key: str, holder: str, qty: int) -> int:
+        """Give back up to ``qty`` units ``holder`` holds (never more than held); returns
+        the number actually released."""
+
+    # ------------------------------------------------------------------ backend steps
+
+    @abstractmethod
+    async def _connect(self) -> None: ...
+
+    @abstractmethod
+    async def _disconnect(self) -> None: ...
+
+    @abstractmethod
+    async def _ping(self) -> None: ...
+
+    @abstractmethod
+    async def _publish(
+        self, room_id: str, event: str, payload: dict[str, Any], history: bool
+    ) -> int: ...
+
+    @abstractmethod
+    async def _publish_if_changed(
+        self, room_id: str, event: str, field: str, value: int
+    ) -> int | None: ...
+
+    @abstractmethod
+    async def _replay(self, room_id: str, since_seq: int) -> list[Broadcast] | None: ...
+
+    @abstractmethod
+    async def _last_seq(self, room_id: str) -> int: ...
+
+    @abstractmethod
+    async def _send_to_user(self, user_id: str, event: str, payload: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    async def _subscribe_room(self, room_id: str) -> None: ...
+
+    @abstractmethod
+    async def _unsubscribe_room(self, room_id: str) -> None: ...
+
+    @abstractmethod
+    async def _subscribe_user(self, user_id: str) -> None: ...
+
+    @abstractmethod
+    async def _unsubscribe_user(self, user_id: str) -> None: ...
+
+    @abstractmethod
+    async def _presence_report(self, counts: dict[str, int]) -> None:
+        """Record this node's connection count per room, alive for ``presence_ttl_s``."""
+
+    @abstractmethod
+    async def _presence_total(self, room_id: str) -> int: ...
+
+    @abstractmethod
+    async def _timer_add(self, name: str, at_ms: int, payload: dict[str, Any]) -> None: ...
+
+    @abstractmethod
+    async def _timer_remove(self, name: str) -> bool: ...
+
+    @abstractmethod
+    async def _timer_claim(self, now: int, lease_ms: int, limit: int) -> list[DueTimer]:
+        """Lease up to ``limit`` due timers (due: at <= now, or a lapsed lease)."""
+
+    @abstractmethod
+    async def _timer_done(self, name: str, token: str) -> None:
+        """Delete the timer if ``token`` still holds its lease (a re-scheduled or re-claimed
+        timer is left alone)."""

@@ -1,0 +1,475 @@
+"""Redis engine: shared state in Redis, fan-out over per-room pub/sub channels.
+
+Every multi-step write is one Lua script from ``lua/`` (each says which race it closes).
+Wire format of a room envelope (channel and history): ``<seq>\\n<event>\\n<json>``; of a
+user envelope: ``<event>\\n<json>``. The json never holds ``room_id``/``seq``.
+
+One pub/sub connection per node, subscribed to a room's channel only while the node has
+local members. A listener task reads it and hands deliveries, in order, to a worker task,
+so a slow sink never stops the listener from confirming subscriptions. When the connection
+drops, the listener reconnects with backoff, re-subscribes and back-fills each room from
+history, so sinks still see every durable broadcast once and in seq order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
+
+import structlog
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.client import PubSub
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import ReadOnlyError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from livecommerce import jsonutil
+from livecommerce.engine import keys
+from livecommerce.engine.base import Broadcast, DueTimer, Engine, Reservation
+from livecommerce.errors import Unavailable
+
+log = structlog.get_logger(__name__)
+
+P = ParamSpec("P")
+T = TypeVar("T")
+
+#: Errors meaning "Redis cannot be reached / cannot serve" (BusyLoadingError is a
+#: ConnectionError; OSError covers refused sockets and the builtin TimeoutError).
+_DOWN: tuple[type[BaseException], ...] = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ReadOnlyError,
+    OSError,
+)
+_LUA_DIR = Path(__file__).parent / "lua"
+_BACKOFF_MIN_S = 0.1
+_BACKOFF_MAX_S = 2.0
+_TIMER_KEYS = [keys.TIMERS_DUE, keys.TIMERS_PAYLOAD, keys.TIMERS_TOKEN]
+
+Job = Callable[[], Awaitable[None]]
+
+
+def _guard(method: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """Turn "Redis is down" into :class:`Unavailable` (the scripts being atomic, a failed
+    call changed nothing — except a timeout, where Redis may have run it)."""
+
+    @functools.wraps(method)
+    async def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except _DOWN as exc:
+            raise Unavailable(f"redis: {exc}") from exc
+
+    return guarded
+
+
+def _wire(payload: dict[str, Any]) -> str:
+    if "room_id" in payload or "seq" in payload:
+        payload = {k: v for k, v in payload.items() if k not in ("room_id", "seq")}
+    return jsonutil.dumps(payload)
+
+
+def _parse_room(room_id: str, envelope: str) -> Broadcast:
+    seq, event, body = envelope.split("\n", 2)
+    payload = jsonutil.loads(body)
+    payload["room_id"] = room_id
+    payload["seq"] = int(seq)
+    return Broadcast(room_id, int(seq), event, payload)
+
+
+def _room_keys(room_id: str) -> list[str]:
+    return [keys.room_seq(room_id), keys.room_history(room_id), keys.room_history_floor(room_id)]
+
+
+class RedisEngine(Engine):
+    kind = "redis"
+    #: How long a first join waits for Redis to confirm the SUBSCRIBE.
+    subscribe_timeout_s = 3.0
+    #: A sink call taking longer is abandoned, so one stuck sink cannot stall the node.
+    sink_timeout_s = 5.0
+    #: Connections per node (one is the pub/sub connection); more callers wait up to 2 s.
+    max_connections = 64
+
+    def __init__(self, url: str, node_id: str, **engine_options: Any) -> None:
+        super().__init__(node_id, **engine_options)
+        self.url = url
+        # No client-side retries: re-sending a script whose reply was lost could run it
+        # twice. The pool still replaces connections Redis closed before using them.
+        # A blocking pool queues bursts (a flash sale) instead of failing them.
+        pool = BlockingConnectionPool.from_url(
+            url,
+            max_connections=self.max_connections,
+            timeout=2.0,
+            decode_responses=True,
+            socket_timeout=2.0,
+            socket_connect_timeout=2.0,
+            health_check_interval=10,
+            retry=Retry(NoBackoff(), 0),
+        )
+        self._redis = Redis.from_pool(pool)
+        self._scripts = {
+            path.stem: self._redis.register_script(path.read_text())
+            for path in sorted(_LUA_DIR.glob("*.lua"))
+        }
+        self._pubsub: PubSub | None = None
+        self._wanted: set[str] = set()  # channels this node should be subscribed to
+        self._confirmations: dict[str, asyncio.Future[None]] = {}
+        self._channel_rooms: dict[str, str] = {}
+        self._channel_users: dict[str, str] = {}
+        self._room_seen: dict[str, int] = {}  # room -> highest seq handed to delivery
+        self._backfill_due: set[str] = set()  # channels re-subscribed after a reconnect
+        self._inbox: asyncio.Queue[Job] = asyncio.Queue(maxsize=10_000)
+        self._bus_tasks: list[asyncio.Task[None]] = []
+
+    def _script(self, name: str) -> AsyncScript:
+        return self._scripts[name]
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def _connect(self) -> None:
+        # Redis being down at start is not fatal: the listener keeps retrying and
+        # primitives raise Unavailable meanwhile; ping() reports readiness.
+        self._bus_tasks = [
+            asyncio.create_task(self._listen(), name=f"engine-pubsub-{self.node_id}"),
+            asyncio.create_task(self._deliver_inbox(), name=f"engine-deliver-{self.node_id}"),
+        ]
+
+    async def _disconnect(self) -> None:
+        for task in self._bus_tasks:
+            task.cancel()
+        for task in self._bus_tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._bus_tasks = []
+        await self._close_pubsub()
+        await self._redis.aclose()
+
+    @_guard
+    async def _ping(self) -> None:
+        await self._redis.ping()
+
+    # ------------------------------------------------------------------ fan-out
+
+    @_guard
+    async def _publish(
+        self, room_id: str, event: str, payload: dict[str, Any], history: bool
+    ) -> int:
+        args = [event, _wire(payload), "1" if history else "0", self.history_size]
+        args.append(keys.room_channel(room_id))
+        return int(await self._script("publish")(keys=_room_keys(room_id), args=args))
+
+    @_guard
+    async def _publish_if_changed(
+        self, room_id: str, event: str, field: str, value: int
+    ) -> int | None:
+        script_keys = [keys.room_seq(room_id), keys.room_last_values(room_id)]
+        args = [event, str(value), _wire({field: value}), keys.room_channel(room_id)]
+        seq = await self._script("publish_if_changed")(keys=script_keys, args=args)
+        return None if seq is None else int(seq)
+
+    @_guard
+    async def _replay(self, room_id: str, since_seq: int) -> list[Broadcast] | None:
+        found = await self._script("replay")(keys=_room_keys(room_id), args=[since_seq])
+        if found is None:
+            return None
+        return [_parse_room(room_id, envelope) for envelope in found]
+
+    @_guard
+    async def _last_seq(self, room_id: str) -> int:
+        return int(await self._redis.get(keys.room_seq(room_id)) or 0)
+
+    @_guard
+    async def _send_to_user(self, user_id: str, event: str, payload: dict[str, Any]) -> None:
+        await self._redis.publish(keys.user_channel(user_id), f"{event}\n{_wire(payload)}")
+
+    @_guard
+    async def _subscribe_room(self, room_id: str) -> None:
+        channel = keys.room_channel(room_id)
+        # Baseline for de-duplication and back-fill; read before subscribing so nothing
+        # published after the SUBSCRIBE can be mistaken for already delivered.
+        self._room_seen[room_id] = await self._last_seq(room_id)
+        self._channel_rooms[channel] = room_id
+        try:
+            await self._bus_subscribe(channel)
+        except BaseException:
+            self._forget_room(room_id)
+            raise
+
+    async def _unsubscribe_room(self, room_id: str) -> None:
+        self._forget_room(room_id)
+        await self._bus_unsubscribe(keys.room_channel(room_id))
+
+    def _forget_room(self, room_id: str) -> None:
+        self._channel_rooms.pop(keys.room_channel(room_id), None)
+        self._room_seen.pop(room_id, None)
+
+    async def _subscribe_user(self, user_id: str) -> None:
+        channel = keys.user_channel(user_id)
+        self._channel_users[channel] = user_id
+        try:
+            await self._bus_subscribe(channel)
+        except BaseException:
+            self._channel_users.pop(channel, None)
+            raise
+
+    async def _unsubscribe_user(self, user_id: str) -> None:
+        channel = keys.user_channel(user_id)
+        self._channel_users.pop(channel, None)
+        await self._bus_unsubscribe(channel)
+
+    # ------------------------------------------------------------------ pub/sub connection
+
+    async def _bus_subscribe(self, channel: str) -> None:
+        """Subscribe and wait until Redis confirmed it (the listener resolves the future)."""
+        confirmed = asyncio.get_running_loop().create_future()
+        self._confirmations[channel] = confirmed
+        self._wanted.add(channel)
+        try:
+            if self._pubsub is not None:
+                # on failure the listener reconnects and subscribes everything in _wanted
+                with contextlib.suppress(*_DOWN):
+                    await self._pubsub.subscribe(channel)
+            await asyncio.wait_for(confirmed, self.subscribe_timeout_s)
+        except TimeoutError as exc:
+            await self._bus_unsubscribe(channel)
+            raise Unavailable("redis did not confirm the subscription") from exc
+        except BaseException:
+            await self._bus_unsubscribe(channel)
+            raise
+
+    async def _bus_unsubscribe(self, channel: str) -> None:
+        self._wanted.discard(channel)
+        self._confirmations.pop(channel, None)
+        if self._pubsub is not None:
+            with contextlib.suppress(*_DOWN):
+                await self._pubsub.unsubscribe(channel)
+
+    async def _listen(self) -> None:
+        backoff = _BACKOFF_MIN_S
+        while True:
+            try:
+                pubsub = await self._open_pubsub()
+                backoff = _BACKOFF_MIN_S
+                while True:
+                    message = await pubsub.get_message(timeout=1.0)
+                    if message is not None:
+                        await self._on_bus_message(message)
+            except (*_DOWN, Unavailable) as exc:
+                log.warning("pubsub_lost", node=self.node_id, error=str(exc), retry_s=backoff)
+            await self._close_pubsub()
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, _BACKOFF_MAX_S)
+
+    async def _open_pubsub(self) -> PubSub:
+        pubsub = self._redis.pubsub()
+        try:
+            await pubsub.connect()
+        except BaseException:
+            await pubsub.aclose()
+            raise
+        # From here on _bus_subscribe sends its own SUBSCRIBE; everything wanted before
+        # is in this snapshot. No await in between, so no channel falls in the gap.
+        self._pubsub = pubsub
+        channels = sorted(self._wanted)
+        self._backfill_due = {c for c in channels if c in self._channel_rooms}
+        if channels:
+            await pubsub.subscribe(*channels)
+            log.info("pubsub_resubscribed", node=self.node_id, channels=len(channels))
+        return pubsub
+
+    async def _close_pubsub(self) -> None:
+        pubsub, self._pubsub = self._pubsub, None
+        if pubsub is not None:
+            with contextlib.suppress(Exception):
+                await pubsub.aclose()
+
+    async def _on_bus_message(self, message: dict[str, Any]) -> None:
+        kind, channel = message["type"], message["channel"]
+        if kind == "message":
+            await self._on_envelope(channel, message["data"])
+        elif kind == "subscribe":
+            if channel in self._backfill_due:
+                self._backfill_due.discard(channel)
+                await self._backfill(channel)
+            confirmed = self._confirmations.pop(channel, None)
+            if confirmed is not None and not confirmed.done():
+                confirmed.set_result(None)
+
+    async def _on_envelope(self, channel: str, data: str) -> None:
+        try:
+            room_id = self._channel_rooms.get(channel)
+            if room_id is not None:
+                await self._enqueue_room(_parse_room(room_id, data))
+            elif (user_id := self._channel_users.get(channel)) is not None:
+                event, body = data.split("\n", 1)
+                job = functools.partial(self._deliver_user, user_id, event, jsonutil.loads(body))
+                await self._inbox.put(job)
+        except (ValueError, jsonutil.JSONDecodeError):
+            log.error("bad_envelope", channel=channel, data=data[:200])
+
+    async def _enqueue_room(self, message: Broadcast) -> None:
+        seen = self._room_seen.get(message.room_id)
+        if seen is None or message.seq <= seen:
+            return  # left the room, or already handed over by a back-fill
+        self._room_seen[message.room_id] = message.seq
+        await self._inbox.put(functools.partial(self._deliver_room, message))
+
+    async def _backfill(self, channel: str) -> None:
+        """After a reconnect: deliver what was published while we were not subscribed."""
+        room_id = self._channel_rooms.get(channel)
+        seen = self._room_seen.get(room_id) if room_id is not None else None
+        if room_id is None or seen is None:
+            return
+        missed = await self._replay(room_id, seen)
+        if missed is None:
+            # trimmed, or Redis lost its data (seq restarted): clients re-sync from a
+            # snapshot; accept whatever comes next.
+            log.warning("pubsub_gap_unfillable", node=self.node_id, room_id=room_id, seq=seen)
+            self._room_seen[room_id] = 0
+            return
+        for message in missed:
+            await self._enqueue_room(message)
+
+    async def _deliver_inbox(self) -> None:
+        while True:
+            job = await self._inbox.get()
+            try:
+                async with asyncio.timeout(self.sink_timeout_s):
+                    await job()
+            except TimeoutError:
+                log.error("sink_timeout", node=self.node_id, timeout_s=self.sink_timeout_s)
+
+    # ------------------------------------------------------------------ presence
+
+    @_guard
+    async def _presence_report(self, counts: dict[str, int]) -> None:
+        ttl_ms = max(1, int(self.presence_ttl_s * 1000))
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for room_id, count in counts.items():
+                script_keys = [keys.room_presence_counts(room_id)]
+                script_keys.append(keys.room_presence_expiry(room_id))
+                await self._script("presence_report")(
+                    keys=script_keys, args=[self.node_id, count, ttl_ms], client=pipe
+                )
+            await pipe.execute()
+
+    @_guard
+    async def _presence_total(self, room_id: str) -> int:
+        script_keys = [keys.room_presence_counts(room_id), keys.room_presence_expiry(room_id)]
+        return int(await self._script("presence_total")(keys=script_keys))
+
+    # ------------------------------------------------------------------ timers
+
+    @_guard
+    async def _timer_add(self, name: str, at_ms: int, payload: dict[str, Any]) -> None:
+        args = [name, at_ms, jsonutil.dumps(payload)]
+        await self._script("timer_add")(keys=_TIMER_KEYS, args=args)
+
+    @_guard
+    async def _timer_remove(self, name: str) -> bool:
+        return bool(await self._script("timer_remove")(keys=_TIMER_KEYS, args=[name]))
+
+    @_guard
+    async def _timer_claim(self, now: int, lease_ms: int, limit: int) -> list[DueTimer]:
+        prefix = f"{self.node_id}:{uuid.uuid4().hex[:12]}:"
+        flat = await self._script("timer_claim")(
+            keys=_TIMER_KEYS, args=[now, lease_ms, limit, prefix]
+        )
+        return [
+            DueTimer(flat[i], jsonutil.loads(flat[i + 1]), flat[i + 2])
+            for i in range(0, len(flat), 3)
+        ]
+
+    @_guard
+    async def _timer_done(self, name: str, token: str) -> None:
+        await self._script("timer_done")(keys=_TIMER_KEYS, args=[name, token])
+
+    # ------------------------------------------------------------------ primitives
+
+    @_guard
+    async def incr(self, key: str, by: int = 1) -> int:
+        return int(await self._redis.incrby(key, by))
+
+    @_guard
+    async def get_int(self, key: str) -> int:
+        return int(await self._redis.get(key) or 0)
+
+    @_guard
+    async def kv_get(self, key: str) -> str | None:
+        value = await self._redis.get(key)
+        return None if value is None else str(value)
+
+    @_guard
+    async def kv_set(self, key: str, value: str, ttl_ms: int | None = None) -> None:
+        await self._redis.set(key, value, px=ttl_ms)
+
+    @_guard
+    async def kv_set_nx(self, key: str, value: str, ttl_ms: int | None = None) -> bool:
+        return bool(await self._redis.set(key, value, px=ttl_ms, nx=True))
+
+    @_guard
+    async def kv_delete(self, key: str) -> bool:
+        return bool(await self._redis.delete(key))
+
+    @_guard
+    async def set_add(self, key: str, member: str) -> bool:
+        return bool(await self._redis.sadd(key, member))
+
+    @_guard
+    async def set_remove(self, key: str, member: str) -> bool:
+        return bool(await self._redis.srem(key, member))
+
+    @_guard
+    async def set_has(self, key: str, member: str) -> bool:
+        return bool(await self._redis.sismember(key, member))
+
+    @_guard
+    async def set_card(self, key: str) -> int:
+        return int(await self._redis.scard(key))
+
+    @_guard
+    async def set_members(self, key: str) -> set[str]:
+        return set(await self._redis.smembers(key))
+
+    @_guard
+    async def zincr(self, key: str, member: str, by: float) -> float:
+        return float(await self._redis.zincrby(key, by, member))
+
+    @_guard
+    async def ztop(self, key: str, n: int) -> list[tuple[str, float]]:
+        flat = await self._script("ztop")(keys=[key], args=[n])
+        pairs = [(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
+        return sorted(pairs, key=lambda pair: (-pair[1], pair[0]))
+
+    @_guard
+    async def remember(self, key: str, value: str, ttl_ms: int) -> str | None:
+        first = await self._script("remember")(keys=[key], args=[value, ttl_ms])
+        return None if first is None else str(first)
+
+    @_guard
+    async def rate_limit(self, key: str, rate_per_s: float, burst: int) -> int:
+        return int(await self._script("rate_limit")(keys=[key], args=[rate_per_s, burst]))
+
+    @_guard
+    async def reserve(
+        self, pool_key: str, holds_key: str, holder: str, qty: int, limit: int
+    ) -> Reservation:
+        if qty < 1:
+            raise ValueError("qty must be positive")
+        ok, reason, left, held = await self._script("reserve")(
+            keys=[pool_key, holds_key], args=[holder, qty, limit]
+        )
+        return Reservation(bool(ok), reason or None, int(left), int(held))
+
+    @_guard
+    async def release(self, pool_key: str, holds_key: str, holder: str, qty: int) -> int:
+        released = await self._script("release")(keys=[pool_key, holds_key], args=[holder, qty])
+        return int(released)

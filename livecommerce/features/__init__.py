@@ -1,0 +1,1 @@
+"""Feature folders: the rules of each capability, free of socketio and aiohttp."""

@@ -1,0 +1,1 @@
+"""Rooms: lifecycle, products, pinning, the join snapshot."""

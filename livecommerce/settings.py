@@ -1,0 +1,130 @@
+"""One typed Settings object: config/default.toml < --config FILE < environment < flags."""
+
+from __future__ import annotations
+
+import os
+import socket
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "default.toml"
+ENV_PREFIX = "LIVECOMMERCE_"
+#: The short environment names PROTOCOL.md promises, mapped to (section, key).
+ENV_SHORT: dict[str, tuple[str, str]] = {
+    "PORT": ("server", "port"),
+    "HOST": ("server", "host"),
+    "NODE_ID": ("server", "node_id"),
+    "REDIS_URL": ("redis", "url"),
+    "DATABASE_URL": ("database", "url"),
+    "SECRET": ("auth", "secret"),
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ServerSettings(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=0, le=65535)
+    node_id: str = ""
+    log_level: str = "info"
+    log_json: bool = False
+
+
+class RedisSettings(_Section):
+    url: str = ""
+
+
+class DatabaseSettings(_Section):
+    url: str = "sqlite+aiosqlite:///var/livecommerce.db"
+    sqlite_busy_timeout_ms: int = 5000
+
+
+class AuthSettings(_Section):
+    secret: str = ""
+    token_ttl_s: int = Field(604800, gt=0)
+
+
+class EngineSettings(_Section):
+    history_size: int = Field(500, ge=1)
+    presence_ttl_s: float = Field(6.0, gt=0)
+    presence_refresh_s: float = Field(1.5, gt=0)
+    online_interval_s: float = Field(1.0, gt=0)
+    timer_poll_s: float = Field(0.1, gt=0)
+    timer_lease_s: float = Field(30.0, gt=0)
+
+
+class Settings(_Section):
+    server: ServerSettings = ServerSettings()
+    redis: RedisSettings = RedisSettings()
+    database: DatabaseSettings = DatabaseSettings()
+    auth: AuthSettings = AuthSettings()
+    engine: EngineSettings = EngineSettings()
+    demo: bool = False
+
+    @property
+    def node_id(self) -> str:
+        return self.server.node_id or f"{socket.gethostname()}-{self.server.port}"
+
+    @property
+    def redis_url(self) -> str | None:
+        return self.redis.url or None
+
+
+def _merge(base: dict[str, Any], over: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in over.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _from_env(env: Mapping[str, str]) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    for name, value in env.items():
+        if not name.startswith(ENV_PREFIX):
+            continue
+        rest = name[len(ENV_PREFIX) :]
+        if rest in ENV_SHORT:
+            section, key = ENV_SHORT[rest]
+        elif "__" in rest:
+            section, key = (part.lower() for part in rest.split("__", 1))
+        else:
+            continue
+        found.setdefault(section, {})[key] = value
+    return found
+
+
+def load_settings(
+    config_file: str | Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Build Settings: defaults file, then ``config_file``, then ``env``, then ``overrides``.
+
+    ``overrides`` is nested like the TOML file (``{"server": {"port": 9000}}``); ``None``
+    values in it are ignored so unset command-line flags do not mask the environment.
+    """
+    data: dict[str, Any] = {}
+    if DEFAULT_CONFIG.exists():
+        data = tomllib.loads(DEFAULT_CONFIG.read_text())
+    if config_file is not None:
+        data = _merge(data, tomllib.loads(Path(config_file).read_text()))
+    data = _merge(data, _from_env(os.environ if env is None else env))
+    if overrides:
+        clean = {
+            section: {k: v for k, v in values.items() if v is not None}
+            if isinstance(values, Mapping)
+            else values
+            for section, values in overrides.items()
+            if values is not None
+        }
+        data = _merge(data, clean)
+    return Settings.model_validate(data)

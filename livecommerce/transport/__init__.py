@@ -1,0 +1,1 @@
+"""Socket.IO handlers and HTTP routes: decode -> authorize -> call a service -> answer."""

@@ -1,0 +1,115 @@
+"""The single path every socket event takes: decode, authorize, call, answer once.
+
+Handlers declare their payload schema and access level; this module does the rest, so no
+handler can forget validation, authorization, metrics or the error envelope.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import structlog
+from pydantic import BaseModel
+
+from livecommerce import errors
+from livecommerce.auth import Principal
+from livecommerce.features.access import Access, require
+from livecommerce.observability import Metrics
+from livecommerce.transport._validate import validate
+
+log = structlog.get_logger(__name__)
+
+P = TypeVar("P", bound=BaseModel)
+Ack = dict[str, Any]
+
+
+@dataclass(slots=True, eq=False)
+class Connection:
+    """One Socket.IO connection on this node."""
+
+    sid: str
+    principal: Principal | None
+    ip: str = ""
+    rooms: set[str] = field(default_factory=set)
+
+
+@dataclass(frozen=True, slots=True)
+class Call(Generic[P]):
+    conn: Connection
+    payload: P
+
+    @property
+    def principal(self) -> Principal | None:
+        return self.conn.principal
+
+    @property
+    def user(self) -> Principal:
+        """The signed-in caller (handlers with access ACT or stronger)."""
+        assert self.conn.principal is not None
+        return self.conn.principal
+
+
+Handler = Callable[[Call[Any]], Awaitable[Ack]]
+#: Finds the host of the room a payload targets (for Access.CONTROL).
+HostOf = Callable[[Any], Awaitable[str | None]]
+
+
+@dataclass(frozen=True, slots=True)
+class EventSpec:
+    name: str
+    schema: type[BaseModel]
+    access: Access
+    handler: Handler
+    host_of: HostOf | None
+
+
+class Dispatcher:
+    def __init__(self, metrics: Metrics, default_host_of: HostOf) -> None:
+        self.metrics = metrics
+        self.default_host_of = default_host_of
+        self.specs: dict[str, EventSpec] = {}
+
+    def on(
+        self, name: str, schema: type[P], access: Access, host_of: HostOf | None = None
+    ) -> Callable[[Callable[[Call[P]], Awaitable[Ack]]], Callable[[Call[P]], Awaitable[Ack]]]:
+        def register(
+            fn: Callable[[Call[P]], Awaitable[Ack]],
+        ) -> Callable[[Call[P]], Awaitable[Ack]]:
+            if name in self.specs:
+                raise ValueError(f"event {name} registered twice")
+            self.specs[name] = EventSpec(name, schema, access, fn, host_of)
+            return fn
+
+        return register
+
+    async def dispatch(self, conn: Connection, event: str, data: Any) -> Ack:
+        started = time.perf_counter()
+        spec = self.specs.get(event)
+        label = event if spec is not None else "_unknown"
+        try:
+            if spec is None:
+                raise errors.Invalid("unknown event", event=event[:64])
+            ack = await self._run(spec, conn, data)
+            outcome = "ok"
+        except errors.DomainError as exc:
+            ack, outcome = {"ok": False, "error": exc.to_dict()}, exc.code
+        except Exception:
+            log.exception("event_failed", socket_event=event, sid=conn.sid)
+            ack = {"ok": False, "error": errors.Unavailable("internal error").to_dict()}
+            outcome = "unavailable"
+        self.metrics.events.labels(label, outcome).inc()
+        self.metrics.ack_latency.labels(label).observe(time.perf_counter() - started)
+        return ack
+
+    async def _run(self, spec: EventSpec, conn: Connection, data: Any) -> Ack:
+        payload = validate(spec.schema, data)
+        host_id = None
+        if spec.access is Access.CONTROL:
+            require(conn.principal, Access.ACT)  # anonymous: unauthorized before any lookup
+            host_id = await (spec.host_of or self.default_host_of)(payload)
+        require(conn.principal, spec.access, host_id)
+        result = await spec.handler(Call(conn, payload))
+        return {"ok": True, **result}

@@ -1,0 +1,46 @@
+# Sourced by the scripts: a .venv with the project installed, refreshed when pyproject.toml
+# changes. Usage: source scripts/_bootstrap.sh [EXTRAS]   (e.g. "dev")
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+EXTRAS="${1:-}"
+
+find_python() {
+  for candidate in "${PYTHON:-}" python3.11 python3.12 python3.13 python3; do
+    [ -n "$candidate" ] || continue
+    if command -v "$candidate" >/dev/null 2>&1 &&
+       "$candidate" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
+      echo "$candidate"; return 0
+    fi
+  done
+  echo "livecommerce needs Python 3.11 or newer on PATH" >&2
+  return 1
+}
+
+if [ ! -x "$VENV/bin/python" ]; then
+  echo "» creating $VENV" >&2
+  "$(find_python)" -m venv "$VENV"
+fi
+_hash="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
+_stamp="$VENV/.installed-${_hash}-${EXTRAS:-base}"
+if [ ! -f "$_stamp" ]; then
+  echo "» installing livecommerce${EXTRAS:+[$EXTRAS]} into .venv" >&2
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT${EXTRAS:+[$EXTRAS]}" >&2
+  touch "$_stamp"
+fi
+export PATH="$VENV/bin:$PATH"
+
+# Debian packages the project needs: install when missing (root, or passwordless sudo).
+ensure_apt() {
+  local missing=()
+  for pair in "$@"; do
+    command -v "${pair%%:*}" >/dev/null 2>&1 || missing+=("${pair##*:}")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+  echo "» installing ${missing[*]} from Debian's packages" >&2
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
+}

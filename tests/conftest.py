@@ -1,0 +1,135 @@
+"""Fixtures shared by the whole suite: a real redis-server, SQLite files, an in-process
+app, real server processes and real Socket.IO clients."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+from livecommerce.persistence.migrate import migrate
+
+from livecommerce.app import NODE, Node, create_app
+from livecommerce.settings import load_settings
+from tests.support.client import Api, Client
+from tests.support.redis_server import RedisServer
+from tests.support.servers import ServerProcess
+
+FAST_ENGINE = {
+    "presence_ttl_s": 2.0,
+    "presence_refresh_s": 0.5,
+    "online_interval_s": 0.3,
+    "timer_poll_s": 0.05,
+    "timer_lease_s": 3.0,
+}
+
+
+@pytest.fixture(scope="session")
+def redis_server() -> Iterator[RedisServer]:
+    server = RedisServer()
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def redis_url(redis_server: RedisServer) -> str:
+    """A clean database on the shared redis-server for each test."""
+    redis.Redis.from_url(redis_server.url).flushall()
+    return redis_server.url
+
+
+@pytest.fixture
+def db_url(tmp_path: Path) -> str:
+    return f"sqlite+aiosqlite:///{tmp_path / 'livecommerce.db'}"
+
+
+class AppServer:
+    def __init__(self, server: TestServer, app: web.Application) -> None:
+        self.server = server
+        self.url = str(server.make_url("")).rstrip("/")
+        self.node: Node = app[NODE]
+
+
+@pytest.fixture
+async def app_server(db_url: str) -> AsyncIterator[AppServer]:
+    """One in-process node (memory engine, SQLite) on a real port."""
+    settings = load_settings(
+        env={},
+        overrides={
+            "database": {"url": db_url},
+            "server": {"node_id": "test-node"},
+            "engine": FAST_ENGINE,
+        },
+    )
+    app = create_app(settings)
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    yield AppServer(server, app)
+    await server.close()
+
+
+@pytest.fixture
+async def api_factory() -> AsyncIterator[Callable[[str], Api]]:
+    apis: list[Api] = []
+
+    def make(url: str) -> Api:
+        apis.append(Api(url))
+        return apis[-1]
+
+    yield make
+    for api in apis:
+        await api.close()
+
+
+@pytest.fixture
+async def client_factory() -> AsyncIterator[Callable[..., Awaitable[Client]]]:
+    clients: list[Client] = []
+
+    async def make(url: str, token: str | None = None) -> Client:
+        client = Client(url, token)
+        clients.append(client)
+        return await client.connect()
+
+    yield make
+    await asyncio.gather(*(c.close() for c in clients), return_exceptions=True)
+
+
+@pytest.fixture
+async def cluster(
+    tmp_path: Path, db_url: str, redis_url: str
+) -> AsyncIterator[Callable[..., Awaitable[list[ServerProcess]]]]:
+    """``await cluster(n)``: n real server processes sharing redis and one SQLite file."""
+    nodes: list[ServerProcess] = []
+    await migrate(db_url)
+
+    async def start(n: int = 2, *, redis: bool = True) -> list[ServerProcess]:
+        new = [
+            ServerProcess(
+                f"node{len(nodes) + i + 1}", db_url, redis_url if redis else None, tmp_path
+            )
+            for i in range(n)
+        ]
+        nodes.extend(new)
+        await asyncio.gather(*(node.start() for node in new))
+        return new
+
+    yield start
+    for node in nodes:
+        node.stop()
+
+
+async def make_user(node: Node, username: str, role: str, password: str = "secret-pw") -> str:
+    """Create a password user directly and return a token for them."""
+    user = await node.auth.add_user(username, password, role)
+    return node.auth.issue(user)
+
+
+def ack_error(ack: dict[str, Any]) -> str:
+    assert ack.get("ok") is False, f"expected an error, got {ack}"
+    return str(ack["error"]["code"])
