@@ -195,7 +195,7 @@ class MemoryEngine(Engine):
                 task.add_done_callback(self._drainers.discard)
 
     async def _replay(self, room_id: str, since_seq: int) -> list[Broadcast] | None:
-        room = self.store.room(room_id)
+        room = self.store.rooms.get(room_id) or _Room()
         if since_seq > room.seq or since_seq + 1 < room.floor:
             return None
         return [

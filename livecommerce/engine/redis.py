@@ -26,7 +26,6 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.client import PubSub
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import ReadOnlyError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -43,18 +42,14 @@ T = TypeVar("T")
 
 #: Errors meaning "Redis cannot be reached / cannot serve" (BusyLoadingError is a
 #: ConnectionError; OSError covers refused sockets and the builtin TimeoutError).
-_DOWN: tuple[type[BaseException], ...] = (
-    RedisConnectionError,
-    RedisTimeoutError,
-    ReadOnlyError,
-    OSError,
-)
+_DOWN = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
 _LUA_DIR = Path(__file__).parent / "lua"
 _BACKOFF_MIN_S = 0.1
 _BACKOFF_MAX_S = 2.0
 _TIMER_KEYS = [keys.TIMERS_DUE, keys.TIMERS_PAYLOAD, keys.TIMERS_TOKEN]
 
 Job = Callable[[], Awaitable[None]]
+Arg = str | int | float  # a Lua script argument
 
 
 def _guard(method: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any, T]]:
@@ -63,12 +58,30 @@ def _guard(method: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any,
 
     @functools.wraps(method)
     async def guarded(*args: P.args, **kwargs: P.kwargs) -> T:
+        task = asyncio.current_task()
+        cancels = task.cancelling() if task is not None else 0
         try:
-            return await method(*args, **kwargs)
+            result = await method(*args, **kwargs)
         except _DOWN as exc:
             raise Unavailable(f"redis: {exc}") from exc
+        # On Python 3.11 redis-py's asyncio.wait_for() can return a result and drop a
+        # cancel that raced with it; re-raise it, or Engine.close() waits forever.
+        if task is not None and task.cancelling() > cancels:
+            raise asyncio.CancelledError
+        return result
 
     return guarded
+
+
+async def _cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel until done: one cancel can be dropped (see _guard)."""
+    while pending := [task for task in tasks if not task.done()]:
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.1)
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            log.error("engine_task_failed", task=task.get_name(), error=str(task.exception()))
 
 
 def _wire(payload: dict[str, Any]) -> str:
@@ -87,6 +100,10 @@ def _parse_room(room_id: str, envelope: str) -> Broadcast:
 
 def _room_keys(room_id: str) -> list[str]:
     return [keys.room_seq(room_id), keys.room_history(room_id), keys.room_history_floor(room_id)]
+
+
+def _presence_keys(room_id: str) -> list[str]:
+    return [keys.room_presence_counts(room_id), keys.room_presence_expiry(room_id)]
 
 
 class RedisEngine(Engine):
@@ -124,13 +141,14 @@ class RedisEngine(Engine):
         self._confirmations: dict[str, asyncio.Future[None]] = {}
         self._channel_rooms: dict[str, str] = {}
         self._channel_users: dict[str, str] = {}
-        self._room_seen: dict[str, int] = {}  # room -> highest seq handed to delivery
+        self._room_seen: dict[str, int] = {}  # room -> last seq handed to delivery
+        # room -> last seq a back-fill delivered; the live copies of those are dropped.
+        # Only then: outside a back-fill a seq is never judged a duplicate, because after
+        # Redis lost its data seqs restart and old numbers are new broadcasts.
+        self._replayed_upto: dict[str, int] = {}
         self._backfill_due: set[str] = set()  # channels re-subscribed after a reconnect
         self._inbox: asyncio.Queue[Job] = asyncio.Queue(maxsize=10_000)
         self._bus_tasks: list[asyncio.Task[None]] = []
-
-    def _script(self, name: str) -> AsyncScript:
-        return self._scripts[name]
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -143,11 +161,7 @@ class RedisEngine(Engine):
         ]
 
     async def _disconnect(self) -> None:
-        for task in self._bus_tasks:
-            task.cancel()
-        for task in self._bus_tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await _cancel_and_wait(self._bus_tasks)
         self._bus_tasks = []
         await self._close_pubsub()
         await self._redis.aclose()
@@ -162,9 +176,10 @@ class RedisEngine(Engine):
     async def _publish(
         self, room_id: str, event: str, payload: dict[str, Any], history: bool
     ) -> int:
-        args = [event, _wire(payload), "1" if history else "0", self.history_size]
-        args.append(keys.room_channel(room_id))
-        return int(await self._script("publish")(keys=_room_keys(room_id), args=args))
+        durable = "1" if history else "0"
+        channel = keys.room_channel(room_id)
+        args: list[Arg] = [event, _wire(payload), durable, self.history_size, channel]
+        return int(await self._scripts["publish"](keys=_room_keys(room_id), args=args))
 
     @_guard
     async def _publish_if_changed(
@@ -172,12 +187,12 @@ class RedisEngine(Engine):
     ) -> int | None:
         script_keys = [keys.room_seq(room_id), keys.room_last_values(room_id)]
         args = [event, str(value), _wire({field: value}), keys.room_channel(room_id)]
-        seq = await self._script("publish_if_changed")(keys=script_keys, args=args)
+        seq = await self._scripts["publish_if_changed"](keys=script_keys, args=args)
         return None if seq is None else int(seq)
 
     @_guard
     async def _replay(self, room_id: str, since_seq: int) -> list[Broadcast] | None:
-        found = await self._script("replay")(keys=_room_keys(room_id), args=[since_seq])
+        found = await self._scripts["replay"](keys=_room_keys(room_id), args=[since_seq])
         if found is None:
             return None
         return [_parse_room(room_id, envelope) for envelope in found]
@@ -188,13 +203,13 @@ class RedisEngine(Engine):
 
     @_guard
     async def _send_to_user(self, user_id: str, event: str, payload: dict[str, Any]) -> None:
-        await self._redis.publish(keys.user_channel(user_id), f"{event}\n{_wire(payload)}")
+        envelope = f"{event}\n{jsonutil.dumps(payload)}"  # kept whole: not a room broadcast
+        await self._redis.publish(keys.user_channel(user_id), envelope)
 
     @_guard
     async def _subscribe_room(self, room_id: str) -> None:
         channel = keys.room_channel(room_id)
-        # Baseline for de-duplication and back-fill; read before subscribing so nothing
-        # published after the SUBSCRIBE can be mistaken for already delivered.
+        # Where a back-fill after a reconnect would start if nothing arrives before it.
         self._room_seen[room_id] = await self._last_seq(room_id)
         self._channel_rooms[channel] = room_id
         try:
@@ -210,6 +225,7 @@ class RedisEngine(Engine):
     def _forget_room(self, room_id: str) -> None:
         self._channel_rooms.pop(keys.room_channel(room_id), None)
         self._room_seen.pop(room_id, None)
+        self._replayed_upto.pop(room_id, None)
 
     async def _subscribe_user(self, user_id: str) -> None:
         channel = keys.user_channel(user_id)
@@ -237,7 +253,8 @@ class RedisEngine(Engine):
                 # on failure the listener reconnects and subscribes everything in _wanted
                 with contextlib.suppress(*_DOWN):
                     await self._pubsub.subscribe(channel)
-            await asyncio.wait_for(confirmed, self.subscribe_timeout_s)
+            async with asyncio.timeout(self.subscribe_timeout_s):
+                await confirmed
         except TimeoutError as exc:
             await self._bus_unsubscribe(channel)
             raise Unavailable("redis did not confirm the subscription") from exc
@@ -264,6 +281,8 @@ class RedisEngine(Engine):
                         await self._on_bus_message(message)
             except (*_DOWN, Unavailable) as exc:
                 log.warning("pubsub_lost", node=self.node_id, error=str(exc), retry_s=backoff)
+            except Exception:  # a bug must not silence the node for good
+                log.exception("pubsub_listener_failed", node=self.node_id, retry_s=backoff)
             await self._close_pubsub()
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, _BACKOFF_MAX_S)
@@ -271,9 +290,9 @@ class RedisEngine(Engine):
     async def _open_pubsub(self) -> PubSub:
         pubsub = self._redis.pubsub()
         try:
-            await pubsub.connect()
+            await pubsub.connect()  # type: ignore[no-untyped-call]
         except BaseException:
-            await pubsub.aclose()
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
             raise
         # From here on _bus_subscribe sends its own SUBSCRIBE; everything wanted before
         # is in this snapshot. No await in between, so no channel falls in the gap.
@@ -289,7 +308,7 @@ class RedisEngine(Engine):
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()
+                await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def _on_bus_message(self, message: dict[str, Any]) -> None:
         kind, channel = message["type"], message["channel"]
@@ -315,11 +334,18 @@ class RedisEngine(Engine):
         except (ValueError, jsonutil.JSONDecodeError):
             log.error("bad_envelope", channel=channel, data=data[:200])
 
-    async def _enqueue_room(self, message: Broadcast) -> None:
-        seen = self._room_seen.get(message.room_id)
-        if seen is None or message.seq <= seen:
-            return  # left the room, or already handed over by a back-fill
-        self._room_seen[message.room_id] = message.seq
+    async def _enqueue_room(self, message: Broadcast, *, replayed: bool = False) -> None:
+        room_id = message.room_id
+        if room_id not in self._room_seen:
+            return  # left the room meanwhile
+        overlap = self._replayed_upto.get(room_id)
+        if not replayed and overlap is not None:
+            if message.seq <= overlap:
+                return  # published between re-subscribing and the back-fill: sent already
+            del self._replayed_upto[room_id]
+        if replayed:
+            self._replayed_upto[room_id] = message.seq
+        self._room_seen[room_id] = message.seq
         await self._inbox.put(functools.partial(self._deliver_room, message))
 
     async def _backfill(self, channel: str) -> None:
@@ -331,12 +357,11 @@ class RedisEngine(Engine):
         missed = await self._replay(room_id, seen)
         if missed is None:
             # trimmed, or Redis lost its data (seq restarted): clients re-sync from a
-            # snapshot; accept whatever comes next.
+            # snapshot when they see the gap; carry on with what comes next.
             log.warning("pubsub_gap_unfillable", node=self.node_id, room_id=room_id, seq=seen)
-            self._room_seen[room_id] = 0
             return
         for message in missed:
-            await self._enqueue_room(message)
+            await self._enqueue_room(message, replayed=True)
 
     async def _deliver_inbox(self) -> None:
         while True:
@@ -352,35 +377,32 @@ class RedisEngine(Engine):
     @_guard
     async def _presence_report(self, counts: dict[str, int]) -> None:
         ttl_ms = max(1, int(self.presence_ttl_s * 1000))
+        report = self._scripts["presence_report"]
         async with self._redis.pipeline(transaction=False) as pipe:
             for room_id, count in counts.items():
-                script_keys = [keys.room_presence_counts(room_id)]
-                script_keys.append(keys.room_presence_expiry(room_id))
-                await self._script("presence_report")(
-                    keys=script_keys, args=[self.node_id, count, ttl_ms], client=pipe
-                )
+                args: list[Arg] = [self.node_id, count, ttl_ms]
+                await report(keys=_presence_keys(room_id), args=args, client=pipe)
             await pipe.execute()
 
     @_guard
     async def _presence_total(self, room_id: str) -> int:
-        script_keys = [keys.room_presence_counts(room_id), keys.room_presence_expiry(room_id)]
-        return int(await self._script("presence_total")(keys=script_keys))
+        return int(await self._scripts["presence_total"](keys=_presence_keys(room_id)))
 
     # ------------------------------------------------------------------ timers
 
     @_guard
     async def _timer_add(self, name: str, at_ms: int, payload: dict[str, Any]) -> None:
-        args = [name, at_ms, jsonutil.dumps(payload)]
-        await self._script("timer_add")(keys=_TIMER_KEYS, args=args)
+        args: list[Arg] = [name, at_ms, jsonutil.dumps(payload)]
+        await self._scripts["timer_add"](keys=_TIMER_KEYS, args=args)
 
     @_guard
     async def _timer_remove(self, name: str) -> bool:
-        return bool(await self._script("timer_remove")(keys=_TIMER_KEYS, args=[name]))
+        return bool(await self._scripts["timer_remove"](keys=_TIMER_KEYS, args=[name]))
 
     @_guard
     async def _timer_claim(self, now: int, lease_ms: int, limit: int) -> list[DueTimer]:
         prefix = f"{self.node_id}:{uuid.uuid4().hex[:12]}:"
-        flat = await self._script("timer_claim")(
+        flat = await self._scripts["timer_claim"](
             keys=_TIMER_KEYS, args=[now, lease_ms, limit, prefix]
         )
         return [
@@ -390,7 +412,7 @@ class RedisEngine(Engine):
 
     @_guard
     async def _timer_done(self, name: str, token: str) -> None:
-        await self._script("timer_done")(keys=_TIMER_KEYS, args=[name, token])
+        await self._scripts["timer_done"](keys=_TIMER_KEYS, args=[name, token])
 
     # ------------------------------------------------------------------ primitives
 
@@ -437,26 +459,28 @@ class RedisEngine(Engine):
 
     @_guard
     async def set_members(self, key: str) -> set[str]:
-        return set(await self._redis.smembers(key))
+        return {str(member) for member in await self._redis.smembers(key)}
 
     @_guard
     async def zincr(self, key: str, member: str, by: float) -> float:
-        return float(await self._redis.zincrby(key, by, member))
+        score = await self._redis.zincrby(key, by, member)
+        return float(score or 0.0)  # never None: ZINCRBY always answers the score
 
     @_guard
     async def ztop(self, key: str, n: int) -> list[tuple[str, float]]:
-        flat = await self._script("ztop")(keys=[key], args=[n])
+        flat = await self._scripts["ztop"](keys=[key], args=[n])
         pairs = [(flat[i], float(flat[i + 1])) for i in range(0, len(flat), 2)]
         return sorted(pairs, key=lambda pair: (-pair[1], pair[0]))
 
     @_guard
     async def remember(self, key: str, value: str, ttl_ms: int) -> str | None:
-        first = await self._script("remember")(keys=[key], args=[value, ttl_ms])
+        first = await self._scripts["remember"](keys=[key], args=[value, ttl_ms])
         return None if first is None else str(first)
 
     @_guard
     async def rate_limit(self, key: str, rate_per_s: float, burst: int) -> int:
-        return int(await self._script("rate_limit")(keys=[key], args=[rate_per_s, burst]))
+        args: list[Arg] = [rate_per_s, burst]
+        return int(await self._scripts["rate_limit"](keys=[key], args=args))
 
     @_guard
     async def reserve(
@@ -464,12 +488,12 @@ class RedisEngine(Engine):
     ) -> Reservation:
         if qty < 1:
             raise ValueError("qty must be positive")
-        ok, reason, left, held = await self._script("reserve")(
+        ok, reason, left, held = await self._scripts["reserve"](
             keys=[pool_key, holds_key], args=[holder, qty, limit]
         )
         return Reservation(bool(ok), reason or None, int(left), int(held))
 
     @_guard
     async def release(self, pool_key: str, holds_key: str, holder: str, qty: int) -> int:
-        released = await self._script("release")(keys=[pool_key, holds_key], args=[holder, qty])
+        released = await self._scripts["release"](keys=[pool_key, holds_key], args=[holder, qty])
         return int(released)

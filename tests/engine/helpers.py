@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -17,8 +18,12 @@ class Node:
     engine: Engine
     broadcasts: list[Broadcast] = field(default_factory=list)
     private: list[tuple[str, str, dict[str, Any]]] = field(default_factory=list)
+    #: up to this many seconds of random delay per delivery, like a sink doing I/O
+    jitter_s: float = 0.0
 
     async def on_room(self, message: Broadcast) -> None:
+        if self.jitter_s:
+            await asyncio.sleep(random.uniform(0, self.jitter_s))
         self.broadcasts.append(message)
 
     async def on_user(self, user_id: str, event: str, payload: dict[str, Any]) -> None:

@@ -114,6 +114,7 @@ async def test_last_leave_stops_delivery(make_node: MakeNode) -> None:
 async def test_concurrent_publishes_arrive_in_seq_order(make_node: MakeNode) -> None:
     publishers = [await make_node(f"p{i}") for i in range(3)]
     viewer = await make_node("viewer")
+    viewer.jitter_s = 0.002  # a sink that awaits must still see seq order
     await viewer.engine.room_local_join("r")
     await viewer.engine.room_local_join("other")
     await asyncio.gather(
@@ -133,10 +134,10 @@ async def test_send_to_user_reaches_only_nodes_with_that_user(make_node: MakeNod
     a, b, c = await make_node("a"), await make_node("b"), await make_node("c")
     await b.engine.user_local_join("u1")
     await c.engine.user_local_join("u2")
-    await a.engine.send_to_user("u1", "order:paid", {"order": 7})
+    await a.engine.send_to_user("u1", "order:paid", {"order": 7, "room_id": "r"})
     await eventually(lambda: len(b.private) == 1)
     await asyncio.sleep(0.1)
-    assert b.private == [("u1", "order:paid", {"order": 7})]
+    assert b.private == [("u1", "order:paid", {"order": 7, "room_id": "r"})]
     assert a.private == [] and c.private == []
     await b.engine.user_local_leave("u1")
     await a.engine.send_to_user("u1", "order:paid", {"order": 8})
