@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 
 import structlog
@@ -9,13 +11,18 @@ from aiohttp import web
 
 from livecommerce.auth import Auth, resolve_secret
 from livecommerce.engine import Engine, create_engine
+from livecommerce.features.flashsale.orders import OrderWriter
+from livecommerce.features.flashsale.reconcile import reconcile
+from livecommerce.features.flashsale.service import FlashSaleService
+from livecommerce.features.payments.provider import SandboxProvider
 from livecommerce.features.rooms.service import RoomService
 from livecommerce.observability import Metrics
 from livecommerce.persistence.db import Database
 from livecommerce.persistence.migrate import migrate
+from livecommerce.persistence.commerce import FlashSales, Payments
 from livecommerce.persistence.repositories import Orders, Products, Rooms, Secrets, Users
 from livecommerce.settings import Settings
-from livecommerce.transport import room_events
+from livecommerce.transport import flashsale_events, room_events
 from livecommerce.transport.dispatch import Dispatcher
 from livecommerce.transport.http import add_routes
 from livecommerce.transport.socket import SocketGateway, create_server
@@ -33,6 +40,8 @@ class Node:
     users: Users
     orders: Orders
     rooms: RoomService
+    flashsales: FlashSaleService
+    payments: SandboxProvider
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -51,6 +60,14 @@ class Node:
         self.rooms = RoomService(
             self.engine, Rooms(self.db), Products(self.db), self.users, self.orders
         )
+        pay = s.payments
+        self.payments = SandboxProvider(
+            Payments(self.db), pay.sandbox_decline_prefix, pay.sandbox_latency_ms
+        )
+        self.flashsales = FlashSaleService(
+            self.engine, self.rooms, FlashSales(self.db), self.orders, self.payments
+        )
+        self.order_writer = OrderWriter(self.engine, self.orders)
         self.metrics.watch(
             "livecommerce_timers_fired",
             "Timers fired by this node",
@@ -62,7 +79,16 @@ class Node:
             lambda: len(self.engine.local_rooms()),
         )
 
+    async def reconcile(self) -> None:
+        try:
+            await reconcile(self.flashsales)
+        except Exception:
+            log.exception("reconcile_failed")
+
     async def stop(self) -> None:
+        await self.flashsales.close()
+        with contextlib.suppress(Exception):
+            await self.engine.drain_logs(rounds=10)  # what this node read gets written
         await self.engine.close()
         await self.db.close()
 
@@ -78,6 +104,7 @@ def create_app(settings: Settings) -> web.Application:
     dispatcher = Dispatcher(node.metrics, _room_host(node))
     gateway = SocketGateway(sio, node, dispatcher)
     room_events.register(dispatcher, gateway, node)
+    flashsale_events.register(dispatcher, node)
     sio.attach(app)
     add_routes(app, node)
 
@@ -85,9 +112,11 @@ def create_app(settings: Settings) -> web.Application:
         await node.start()
         node.engine.set_sinks(gateway.deliver_room, gateway.deliver_user)
         await node.engine.start()
+        reconciling = asyncio.create_task(node.reconcile())
         log.info("node_started", node_id=node.node_id, engine=node.engine.kind)
         yield
         log.info("node_stopping", node_id=node.node_id)
+        await reconciling
         await node.stop()
 
     app.cleanup_ctx.append(lifecycle)

@@ -59,12 +59,20 @@ class EngineSettings(_Section):
     timer_lease_s: float = Field(30.0, gt=0)
 
 
+class PaymentSettings(_Section):
+    provider: str = Field("sandbox", pattern="^sandbox$")
+    #: The sandbox declines buyers whose display name starts with this (empty: never).
+    sandbox_decline_prefix: str = ""
+    sandbox_latency_ms: int = Field(0, ge=0)
+
+
 class Settings(_Section):
     server: ServerSettings = ServerSettings()
     redis: RedisSettings = RedisSettings()
     database: DatabaseSettings = DatabaseSettings()
     auth: AuthSettings = AuthSettings()
     engine: EngineSettings = EngineSettings()
+    payments: PaymentSettings = PaymentSettings()
     demo: bool = False
 
     @property

@@ -1,8 +1,8 @@
 """The engine seam; see base.py."""
 
-from livecommerce.engine.base import Broadcast, DueTimer, Engine, Reservation
+from livecommerce.engine.base import Broadcast, DueTimer, Engine, LogEntry, Reservation
 
-__all__ = ["Broadcast", "DueTimer", "Engine", "Reservation", "create_engine"]
+__all__ = ["Broadcast", "DueTimer", "Engine", "LogEntry", "Reservation", "create_engine"]
 
 
 def create_engine(redis_url: str | None, node_id: str, **options: float | int) -> Engine:

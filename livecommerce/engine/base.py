@@ -47,6 +47,20 @@ RoomSink = Callable[["Broadcast"], Awaitable[None]]
 UserSink = Callable[[str, str, dict[str, Any]], Awaitable[None]]
 #: Runs a due timer: ``handler(key, payload)``.
 TimerHandler = Callable[[str, dict[str, Any]], Awaitable[None]]
+#: Consumes a batch of durable-log entries; raising leaves them to be delivered again.
+LogHandler = Callable[[list[dict[str, Any]]], Awaitable[None]]
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel until done: on Python 3.11 ``asyncio.wait_for`` (used by redis-py) can
+    swallow a cancel that races a result, so one ``cancel()`` is not always enough."""
+    for _ in range(50):
+        pending = [t for t in tasks if not t.done()]
+        if not pending:
+            return
+        for task in pending:
+            task.cancel()
+        await asyncio.wait(pending, timeout=0.1)
 
 
 def now_ms() -> int:
@@ -75,6 +89,13 @@ class Reservation:
     reason: str | None
     left: int
     held: int
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    stream: str
+    id: str
+    data: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +138,7 @@ class Engine(ABC):
         self._tasks: list[asyncio.Task[None]] = []
         self._running_timers: set[asyncio.Task[None]] = set()
         self._membership_lock = asyncio.Lock()
+        self._log_handlers: dict[str, LogHandler] = {}
         self.timers_fired = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -131,14 +153,11 @@ class Engine(ABC):
             asyncio.create_task(self._presence_loop(), name="engine-presence"),
             asyncio.create_task(self._online_loop(), name="engine-online"),
             asyncio.create_task(self._timer_loop(), name="engine-timers"),
+            asyncio.create_task(self._log_loop(), name="engine-logs"),
         ]
 
     async def close(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await _cancel_all(self._tasks)
         self._tasks = []
         if self._running_timers:
             await asyncio.wait(self._running_timers, timeout=5)
@@ -166,12 +185,21 @@ class Engine(ABC):
         return await self._publish(room_id, event, payload, history)
 
     async def publish_if_changed(
-        self, room_id: str, event: str, field: str, value: int
+        self,
+        room_id: str,
+        event: str,
+        field: str,
+        value: int,
+        *,
+        payload: dict[str, Any] | None = None,
+        dedupe: str | None = None,
     ) -> int | None:
-        """Publish ``{field: value}`` (ephemeral) unless ``value`` is what was last published
-        for ``event`` in this room. Atomic, so of several nodes noticing the same change only
-        one broadcasts it. Returns the seq, or None when nothing changed."""
-        return await self._publish_if_changed(room_id, event, field, value)
+        """Publish ``payload`` (default ``{field: value}``) as an ephemeral broadcast unless
+        ``value`` is what was last published under ``dedupe`` (default: the event name) in
+        this room. Atomic, so of several nodes noticing the same change only one broadcasts
+        it. Returns the seq, or None when nothing changed."""
+        body = payload if payload is not None else {field: value}
+        return await self._publish_if_changed(room_id, event, dedupe or event, value, body)
 
     async def replay(self, room_id: str, since_seq: int) -> list[Broadcast] | None:
         return await self._replay(room_id, since_seq)
@@ -331,6 +359,54 @@ class Engine(ABC):
         except Exception as exc:
             log.warning("timer_ack_failed", timer=timer.name, error=str(exc))
 
+    # ------------------------------------------------------------------ feature steps
+
+    async def atomic(self, op: str, keys: list[str], args: list[Any]) -> Any:
+        """Run a feature's atomic step: ``engine/lua/<op>.lua`` on Redis, its twin in
+        ``memory_ops.py`` in-process (same state machine, one contract suite). ``keys``
+        must share one room's hash tag. Returns the step's JSON result decoded, or None."""
+        return await self._atomic(op, keys, [a if isinstance(a, str) else str(a) for a in args])
+
+    # ------------------------------------------------------------------ durable logs
+
+    async def log_register(self, log: str, stream: str) -> None:
+        """Make ``stream`` (a per-room key that atomic steps append to) part of ``log``."""
+        await self._log_register(log, stream)
+
+    def on_log(self, log: str, handler: LogHandler) -> None:
+        """Consume ``log`` on this node. Entries are delivered at least once: one that a
+        node read but never acknowledged (it died) goes to another node after a while."""
+        self._log_handlers[log] = handler
+
+    async def drain_logs(self, rounds: int = 100) -> int:
+        """Consume what is waiting now (start-up reconciliation, shutdown). Returns count."""
+        total = 0
+        for _ in range(rounds):
+            done = await self._consume_logs()
+            total += done
+            if not done:
+                break
+        return total
+
+    async def _log_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.timer_poll_s)
+            try:
+                await self._consume_logs()
+            except Exception as exc:
+                log.warning("log_consume_failed", error=str(exc))
+
+    async def _consume_logs(self) -> int:
+        count = 0
+        for name, handler in list(self._log_handlers.items()):
+            entries = await self._log_read(name, 200)
+            if not entries:
+                continue
+            await handler([entry.data for entry in entries])
+            await self._log_ack(name, entries)
+            count += len(entries)
+        return count
+
     # ------------------------------------------------------------------ atomic primitives
     # Keys are full key strings from keys.py. Integers are 64-bit.
 
@@ -416,7 +492,7 @@ class Engine(ABC):
 
     @abstractmethod
     async def _publish_if_changed(
-        self, room_id: str, event: str, field: str, value: int
+        self, room_id: str, event: str, dedupe: str, value: int, payload: dict[str, Any]
     ) -> int | None: ...
 
     @abstractmethod
@@ -461,3 +537,16 @@ class Engine(ABC):
     async def _timer_done(self, name: str, token: str) -> None:
         """Delete the timer if ``token`` still holds its lease (a re-scheduled or re-claimed
         timer is left alone)."""
+
+    @abstractmethod
+    async def _atomic(self, op: str, keys: list[str], args: list[str]) -> Any: ...
+
+    @abstractmethod
+    async def _log_register(self, log: str, stream: str) -> None: ...
+
+    @abstractmethod
+    async def _log_read(self, log: str, count: int) -> list[LogEntry]:
+        """Entries not yet acknowledged: new ones, and ones another consumer left idle."""
+
+    @abstractmethod
+    async def _log_ack(self, log: str, entries: list[LogEntry]) -> None: ...

@@ -75,3 +75,14 @@ TIMERS_TOKEN = f"{TIMER_TAG}:token"  # hash name -> lease token
 
 def timer_name(kind: str, key: str) -> str:
     return f"{kind}:{key}"
+
+
+# -- durable logs and order lookup -----------------------------------------------------
+def log_registry(log: str) -> str:
+    """Set of the per-room stream keys that make up a durable log."""
+    return f"{PREFIX}{{logs}}:{log}"
+
+
+def order_locator(order_id: str) -> str:
+    """order id -> "<room_id> <sale_id>", so any node can find an order's room slot."""
+    return f"{PREFIX}{{order:{order_id}}}:loc"

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from livecommerce import jsonutil
-from livecommerce.engine.base import Broadcast, DueTimer, Engine, Reservation
+from livecommerce.engine.base import Broadcast, DueTimer, Engine, LogEntry, Reservation
+from livecommerce.engine.memory_ops import OPS, OpsState
 
 #: A store sweeps expired keys and idle rate buckets once per this many writes.
 _SWEEP_EVERY = 1024
@@ -74,6 +75,7 @@ class MemoryStore:
         self.hashes: dict[str, dict[str, int]] = {}
         self.buckets: dict[str, tuple[float, float, float]] = {}  # tokens, at, full_after_s
         self.timers: dict[str, _Timer] = {}
+        self.ops = OpsState()  # what the features' atomic steps keep
         self._writes = 0
 
     def room(self, room_id: str) -> _Room:
@@ -125,6 +127,7 @@ class MemoryEngine(Engine):
     def __init__(self, node_id: str, *, store: MemoryStore | None = None, **options: Any):
         super().__init__(node_id, **options)
         self.store = store if store is not None else MemoryStore()
+        self._log_pending: dict[str, list[LogEntry]] = {}
         self._tokens = itertools.count(1)
         self._drainers: set[asyncio.Task[None]] = set()
 
@@ -162,14 +165,14 @@ class MemoryEngine(Engine):
             room.floor = trimmed_seq + 1
 
     async def _publish_if_changed(
-        self, room_id: str, event: str, field: str, value: int
+        self, room_id: str, event: str, dedupe: str, value: int, payload: dict[str, Any]
     ) -> int | None:
         room = self.store.room(room_id)
-        if room.last.get(event) == str(value):
+        if room.last.get(dedupe) == str(value):
             return None
-        room.last[event] = str(value)
+        room.last[dedupe] = str(value)
         room.seq += 1
-        await self._fan_out(room, _broadcast(room_id, room.seq, event, _wire({field: value})))
+        await self._fan_out(room, _broadcast(room_id, room.seq, event, _wire(payload)))
         return room.seq
 
     async def _fan_out(self, room: _Room, message: Broadcast) -> None:
@@ -380,3 +383,28 @@ class MemoryEngine(Engine):
             del holds[holder]
         await self.incr(pool_key, released)
         return released
+
+    # ------------------------------------------------------------------ feature steps
+
+    async def _atomic(self, op: str, keys: list[str], args: list[str]) -> Any:
+        # No await inside: one step on one event loop is atomic, as the Lua script is.
+        return OPS[op](self.store.ops, keys, args)
+
+    async def _log_register(self, log: str, stream: str) -> None:
+        self.store.ops.registries.setdefault(log, set()).add(stream)
+
+    async def _log_read(self, log: str, count: int) -> list[LogEntry]:
+        # Entries stay pending on this engine until acknowledged; a failed batch is offered
+        # again on the next read, first.
+        pending = self._log_pending.setdefault(log, [])
+        for stream in sorted(self.store.ops.registries.get(log, ())):
+            queue = self.store.ops.logs.get(stream)
+            while queue and len(pending) < count:
+                entry_id, data = queue.popleft()
+                pending.append(LogEntry(stream, str(entry_id), data))
+        return list(pending[:count])
+
+    async def _log_ack(self, log: str, entries: list[LogEntry]) -> None:
+        done = {(e.stream, e.id) for e in entries}
+        pending = self._log_pending.get(log, [])
+        self._log_pending[log] = [e for e in pending if (e.stream, e.id) not in done]

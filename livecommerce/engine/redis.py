@@ -32,7 +32,8 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from livecommerce import jsonutil
 from livecommerce.engine import keys
-from livecommerce.engine.base import Broadcast, DueTimer, Engine, Reservation
+from livecommerce.engine.base import Broadcast, DueTimer, Engine, LogEntry, Reservation
+from livecommerce.engine.redis_logs import RedisLogs
 from livecommerce.errors import Unavailable
 
 log = structlog.get_logger(__name__)
@@ -136,6 +137,7 @@ class RedisEngine(Engine):
             path.stem: self._redis.register_script(path.read_text())
             for path in sorted(_LUA_DIR.glob("*.lua"))
         }
+        self._logs = RedisLogs(self._redis, node_id)
         self._pubsub: PubSub | None = None
         self._wanted: set[str] = set()  # channels this node should be subscribed to
         self._confirmations: dict[str, asyncio.Future[None]] = {}
@@ -183,10 +185,10 @@ class RedisEngine(Engine):
 
     @_guard
     async def _publish_if_changed(
-        self, room_id: str, event: str, field: str, value: int
+        self, room_id: str, event: str, dedupe: str, value: int, payload: dict[str, Any]
     ) -> int | None:
         script_keys = [keys.room_seq(room_id), keys.room_last_values(room_id)]
-        args = [event, str(value), _wire({field: value}), keys.room_channel(room_id)]
+        args = [dedupe, str(value), _wire(payload), keys.room_channel(room_id), event]
         seq = await self._scripts["publish_if_changed"](keys=script_keys, args=args)
         return None if seq is None else int(seq)
 
@@ -497,3 +499,22 @@ class RedisEngine(Engine):
     async def release(self, pool_key: str, holds_key: str, holder: str, qty: int) -> int:
         released = await self._scripts["release"](keys=[pool_key, holds_key], args=[holder, qty])
         return int(released)
+
+    # ------------------------------------------------------------------ feature steps
+
+    @_guard
+    async def _atomic(self, op: str, keys: list[str], args: list[str]) -> Any:
+        result = await self._scripts[op](keys=keys, args=args)
+        return None if result is None else jsonutil.loads(result)
+
+    @_guard
+    async def _log_register(self, log: str, stream: str) -> None:
+        await self._logs.register(log, stream)
+
+    @_guard
+    async def _log_read(self, log: str, count: int) -> list[LogEntry]:
+        return await self._logs.read(log, count)
+
+    @_guard
+    async def _log_ack(self, log: str, entries: list[LogEntry]) -> None:
+        await self._logs.ack(entries)

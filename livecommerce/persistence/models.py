@@ -162,3 +162,66 @@ class AppSecret(Base):
 
     name: Mapped[str] = mapped_column(String(64), primary_key=True)
     value: Mapped[str] = mapped_column(Text)
+
+
+class FlashSale(Base):
+    """A flash sale's terms. Live stock and holds are the engine's; this row is what a
+    restart (or a flushed Redis) rebuilds them from, with the orders."""
+
+    __tablename__ = "flash_sales"
+    __table_args__ = (Index(None, "room_id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(64))
+    product_id: Mapped[str] = mapped_column(String(64))
+    price_cents: Mapped[int] = mapped_column(BigInteger)
+    quantity: Mapped[int]
+    per_user_limit: Mapped[int]
+    starts_at: Mapped[int] = mapped_column(BigInteger)
+    ends_at: Mapped[int] = mapped_column(BigInteger)
+    hold_s: Mapped[int]
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
+
+    def terms(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "room_id": self.room_id,
+            "product_id": self.product_id,
+            "price_cents": self.price_cents,
+            "quantity": self.quantity,
+            "per_user_limit": self.per_user_limit,
+            "starts_at": self.starts_at,
+            "ends_at": self.ends_at,
+            "hold_s": self.hold_s,
+        }
+
+
+class Payment(Base):
+    """The sandbox payment provider's ledger: one row per charge or refund attempt.
+
+    ``idempotency_key`` is unique, so a retried charge or refund is recorded once."""
+
+    __tablename__ = "payments"
+    __table_args__ = (Index(None, "order_id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    idempotency_key: Mapped[str] = mapped_column(String(160), unique=True)
+    order_id: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))  # charge | refund
+    amount_cents: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16))  # succeeded | declined
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
+
+    def to_public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "order_id": self.order_id,
+            "user_id": self.user_id,
+            "kind": self.kind,
+            "amount_cents": self.amount_cents,
+            "status": self.status,
+            "reason": self.reason,
+            "created_at": self.created_at,
+        }

@@ -1,0 +1,1 @@
+"""Flash sales (秒杀) and their orders: reserve, pay, cancel, expire."""

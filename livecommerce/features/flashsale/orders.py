@@ -1,0 +1,35 @@
+"""Orders reach SQL from the engine's durable order log, off the buyer's path.
+
+On Redis the log is a stream per room read by a consumer group: an entry a node read but
+did not acknowledge (it died mid-write) is claimed by another node after a short idle time
+and written again. Writes are idempotent by order id and only move a status forward, so a
+replay changes nothing.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from livecommerce import jsonutil
+from livecommerce.engine import Engine
+from livecommerce.persistence.repositories import Orders
+
+log = structlog.get_logger(__name__)
+
+ORDER_LOG = "orders"
+
+
+class OrderWriter:
+    def __init__(self, engine: Engine, orders: Orders) -> None:
+        self.orders = orders
+        self.written = 0
+        engine.on_log(ORDER_LOG, self.write)
+
+    async def write(self, batch: list[dict[str, Any]]) -> None:
+        for entry in batch:
+            order = jsonutil.loads(entry["o"])
+            await self.orders.upsert(order)
+            self.written += 1
+        log.debug("orders_written", count=len(batch))

@@ -1,0 +1,1 @@
+"""Payment providers behind one interface; a sandbox one with a real ledger."""
