@@ -17,9 +17,9 @@ from livecommerce.features.flashsale.service import FlashSaleService
 from livecommerce.features.payments.provider import SandboxProvider
 from livecommerce.features.rooms.service import RoomService
 from livecommerce.observability import Metrics
+from livecommerce.persistence.commerce import FlashSales, Payments
 from livecommerce.persistence.db import Database
 from livecommerce.persistence.migrate import migrate
-from livecommerce.persistence.commerce import FlashSales, Payments
 from livecommerce.persistence.repositories import Orders, Products, Rooms, Secrets, Users
 from livecommerce.settings import Settings
 from livecommerce.transport import flashsale_events, room_events

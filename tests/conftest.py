@@ -65,6 +65,7 @@ async def app_server(db_url: str) -> AsyncIterator[AppServer]:
             "database": {"url": db_url},
             "server": {"node_id": "test-node"},
             "engine": FAST_ENGINE,
+            "payments": {"sandbox_decline_prefix": "decline-"},
         },
     )
     app = create_app(settings)

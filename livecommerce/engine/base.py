@@ -109,6 +109,9 @@ class Engine(ABC):
     """Shared engine logic. Subclasses implement the storage steps (``_`` methods)."""
 
     kind: str = "abstract"
+    #: Whether durable logs outlive this process (Redis streams do; in-process ones don't,
+    #: so features drain them before acknowledging: "direct writes in-process").
+    durable_logs: bool = False
 
     def __init__(
         self,
@@ -402,7 +405,11 @@ class Engine(ABC):
             entries = await self._log_read(name, 200)
             if not entries:
                 continue
-            await handler([entry.data for entry in entries])
+            try:
+                await handler([dict(entry.data) for entry in entries])  # a retry sees the originals
+            except BaseException:
+                await self._log_release(name, entries)
+                raise
             await self._log_ack(name, entries)
             count += len(entries)
         return count
@@ -550,3 +557,7 @@ class Engine(ABC):
 
     @abstractmethod
     async def _log_ack(self, log: str, entries: list[LogEntry]) -> None: ...
+
+    async def _log_release(self, log: str, entries: list[LogEntry]) -> None:
+        """Give back entries whose handler failed. Redis needs nothing: they stay pending
+        in the consumer group and are claimed again once idle."""

@@ -127,7 +127,7 @@ class MemoryEngine(Engine):
     def __init__(self, node_id: str, *, store: MemoryStore | None = None, **options: Any):
         super().__init__(node_id, **options)
         self.store = store if store is not None else MemoryStore()
-        self._log_pending: dict[str, list[LogEntry]] = {}
+        self._log_retry: dict[str, list[LogEntry]] = {}
         self._tokens = itertools.count(1)
         self._drainers: set[asyncio.Task[None]] = set()
 
@@ -394,17 +394,18 @@ class MemoryEngine(Engine):
         self.store.ops.registries.setdefault(log, set()).add(stream)
 
     async def _log_read(self, log: str, count: int) -> list[LogEntry]:
-        # Entries stay pending on this engine until acknowledged; a failed batch is offered
-        # again on the next read, first.
-        pending = self._log_pending.setdefault(log, [])
+        # Each entry goes to one reader at a time (concurrent drains must not write the
+        # same batch twice); a batch whose handler failed is released and offered first.
+        batch = self._log_retry.pop(log, [])[:count]
         for stream in sorted(self.store.ops.registries.get(log, ())):
             queue = self.store.ops.logs.get(stream)
-            while queue and len(pending) < count:
+            while queue and len(batch) < count:
                 entry_id, data = queue.popleft()
-                pending.append(LogEntry(stream, str(entry_id), data))
-        return list(pending[:count])
+                batch.append(LogEntry(stream, str(entry_id), data))
+        return batch
 
     async def _log_ack(self, log: str, entries: list[LogEntry]) -> None:
-        done = {(e.stream, e.id) for e in entries}
-        pending = self._log_pending.get(log, [])
-        self._log_pending[log] = [e for e in pending if (e.stream, e.id) not in done]
+        return None  # read entries already left the queue
+
+    async def _log_release(self, log: str, entries: list[LogEntry]) -> None:
+        self._log_retry.setdefault(log, [])[:0] = entries

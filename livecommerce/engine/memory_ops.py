@@ -16,6 +16,9 @@ from typing import Any
 from livecommerce import jsonutil
 
 LOG_MAXLEN = 100_000
+#: Expired strings (idempotency records) are swept once per this many writes; reads alone
+#: only drop the key they look at, and most records are never read again.
+SWEEP_EVERY = 1024
 
 
 @dataclass(eq=False)
@@ -27,6 +30,7 @@ class OpsState:
     logs: dict[str, deque[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
     registries: dict[str, set[str]] = field(default_factory=dict)  # log -> stream keys
     log_ids: int = 0
+    string_writes: int = 0
 
     def h(self, key: str) -> dict[str, str]:
         return self.hashes.setdefault(key, {})
@@ -39,7 +43,13 @@ class OpsState:
         return hit[0]
 
     def set(self, key: str, value: str, ttl_ms: int) -> None:
-        self.strings[key] = (value, time.monotonic() + ttl_ms / 1000)
+        now = time.monotonic()
+        self.strings[key] = (value, now + ttl_ms / 1000)
+        self.string_writes += 1
+        if self.string_writes % SWEEP_EVERY == 0:
+            expired = [k for k, (_, deadline) in self.strings.items() if deadline <= now]
+            for k in expired:
+                del self.strings[k]
 
     def append(self, key: str, data: dict[str, Any]) -> None:
         log = self.logs.setdefault(key, deque(maxlen=LOG_MAXLEN))

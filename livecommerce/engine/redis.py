@@ -109,6 +109,7 @@ def _presence_keys(room_id: str) -> list[str]:
 
 class RedisEngine(Engine):
     kind = "redis"
+    durable_logs = True
     #: How long a first join waits for Redis to confirm the SUBSCRIBE.
     subscribe_timeout_s = 3.0
     #: A sink call taking longer is abandoned, so one stuck sink cannot stall the node.

@@ -21,8 +21,11 @@ def free_port() -> int:
 class RedisServer:
     """``start()`` / ``stop()`` / ``kill()`` / ``restart()`` (same port, data lost)."""
 
-    def __init__(self, port: int | None = None) -> None:
+    def __init__(self, port: int | None = None, *, durable: bool = False) -> None:
         self.port = port or free_port()
+        #: durable: an append-only file fsynced on every write, so a restart keeps the data
+        #: (how production runs Redis for stock and orders).
+        self.durable = durable
         self._dir: Path | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -42,7 +45,12 @@ class RedisServer:
             )
         if self._dir is None:
             self._dir = Path(tempfile.mkdtemp(prefix="lc-redis-"))
-        args = [binary, "--save", "", "--appendonly", "no", "--port", str(self.port)]
+        aof = (
+            ["--appendonly", "yes", "--appendfsync", "always"]
+            if self.durable
+            else ["--appendonly", "no"]
+        )
+        args = [binary, "--save", "", *aof, "--port", str(self.port)]
         args += ["--bind", "127.0.0.1", "--dir", str(self._dir)]
         log = (self._dir / "redis.log").open("ab")
         self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)

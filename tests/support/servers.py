@@ -24,6 +24,7 @@ FAST_ENV = {
     "LIVECOMMERCE_ENGINE__TIMER_POLL_S": "0.05",
     "LIVECOMMERCE_ENGINE__TIMER_LEASE_S": "3.0",
     "LIVECOMMERCE_AUTH__SECRET": "test-secret-shared-by-all-nodes-0123456789",
+    "LIVECOMMERCE_PAYMENTS__SANDBOX_DECLINE_PREFIX": "decline-",
 }
 
 
@@ -114,3 +115,12 @@ async def add_user(database_url: str, username: str, role: str, password: str = 
         return auth.issue(await auth.add_user(username, password, role))
     finally:
         await db.close()
+
+
+def mint_token(user_id: str, name: str) -> str:
+    """A viewer token every test node accepts, for load tests with many buyers (tokens are
+    verified statelessly, so no database row is needed for a buyer)."""
+    from livecommerce.auth import Auth, Principal, Role
+
+    auth = Auth(None, FAST_ENV["LIVECOMMERCE_AUTH__SECRET"], 3600)  # type: ignore[arg-type]
+    return auth.issue(Principal(user_id, name, Role.VIEWER))

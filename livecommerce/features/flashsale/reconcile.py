@@ -17,8 +17,7 @@ from typing import Any
 import structlog
 
 from livecommerce.engine.base import now_ms
-from livecommerce.features.flashsale.service import HOLD, FlashSaleService, sale_keys
-from livecommerce.persistence.commerce import HOLDING
+from livecommerce.features.flashsale.service import FlashSaleService, sale_keys
 
 log = structlog.get_logger(__name__)
 
@@ -31,7 +30,7 @@ async def reconcile(service: FlashSaleService) -> dict[str, int]:
         terms = sale.terms()
         state = await service.engine.atomic("sale_get", sale_keys(sale.room_id, sale.id), [])
         if state is None:
-            await _rebuild(service, terms)
+            await service.restore(terms)
             report["rebuilt"] += 1
         else:
             report["repaired"] += await _repair(service, terms, state)
@@ -40,24 +39,12 @@ async def reconcile(service: FlashSaleService) -> dict[str, int]:
     return report
 
 
-async def _rebuild(service: FlashSaleService, terms: dict[str, Any]) -> None:
-    holds = await service.sales.units_held(terms["id"])
-    orders = [o.to_public() for o in await service.sales.orders(terms["id"]) if o.status in HOLDING]
-    await service.install(terms, holds, orders)
-    hold = {"room_id": terms["room_id"], "sale_id": terms["id"]}
-    for order in orders:
-        if order["status"] == "reserved" and order["expires_at"] is not None:
-            await service.engine.schedule(HOLD, order["id"], order["expires_at"], hold)
-    log.warning("sale_rebuilt_from_sql", sale_id=terms["id"], units=sum(holds.values()))
-
-
 async def _repair(service: FlashSaleService, terms: dict[str, Any], state: dict[str, Any]) -> int:
     keys = sale_keys(terms["room_id"], terms["id"])
     in_engine = await service.engine.atomic("sale_orders", keys, [])
     in_sql = {o.id: o.status for o in await service.sales.orders(terms["id"])}
     missing = [
-        o for o in in_engine
-        if o["status"] != "paying" and in_sql.get(o["id"]) != o["status"]
+        o for o in in_engine if o["status"] != "paying" and in_sql.get(o["id"]) != o["status"]
     ]
     for order in missing:
         await service.orders.upsert(order)

@@ -29,9 +29,9 @@ from livecommerce.features.flashsale.orders import ORDER_LOG
 from livecommerce.features.flashsale.schemas import SaleCreate
 from livecommerce.features.payments.provider import PaymentProvider
 from livecommerce.features.rooms.service import RoomService
-from livecommerce.persistence.commerce import FlashSales
-from livecommerce.persistence.repositories import Orders
+from livecommerce.persistence.commerce import HOLDING, FlashSales
 from livecommerce.persistence.models import new_id
+from livecommerce.persistence.repositories import Orders
 
 log = structlog.get_logger(__name__)
 
@@ -149,13 +149,34 @@ class FlashSaleService:
         if left <= 0:
             status = "sold_out"
         args = [
-            _json(terms), left, status, terms["starts_at"], terms["ends_at"],
-            terms["per_user_limit"], _json(holds), *(_json(o) for o in orders),
+            _json(terms),
+            left,
+            status,
+            terms["starts_at"],
+            terms["ends_at"],
+            terms["per_user_limit"],
+            _json(holds),
+            *(_json(o) for o in orders),
         ]
         await self.engine.log_register(ORDER_LOG, sale_keys(terms["room_id"], terms["id"])[3])
         await self.engine.atomic("sale_init", sale_keys(terms["room_id"], terms["id"]), args)
         await self.engine.set_add(keys.room_key(terms["room_id"], "sales"), terms["id"])
         return await self.state(terms["room_id"], terms["id"])
+
+    async def restore(self, terms: dict[str, Any]) -> None:
+        """Rebuild a sale the engine lost (a fresh in-process engine after a restart, or a
+        Redis that lost its data) from SQL: stock is the quantity minus the units in
+        reserved and paid orders, and reserved orders get their hold timers back."""
+        holds = await self.sales.units_held(terms["id"])
+        orders = [
+            o.to_public() for o in await self.sales.orders(terms["id"]) if o.status in HOLDING
+        ]
+        await self.install(terms, holds, orders)
+        hold = {"room_id": terms["room_id"], "sale_id": terms["id"]}
+        for order in orders:
+            if order["status"] == "reserved" and order["expires_at"] is not None:
+                await self.engine.schedule(HOLD, order["id"], order["expires_at"], hold)
+        log.warning("sale_rebuilt_from_sql", sale_id=terms["id"], units=sum(holds.values()))
 
     # -- buying -------------------------------------------------------------------------
 
@@ -179,17 +200,20 @@ class FlashSaleService:
             "expires_at": now + terms["hold_s"] * 1000,
         }
         idem = keys.idempotency(terms["room_id"], user.id, f"buy:{sale_id}", request_id)
-        result = await self.engine.atomic(
-            "sale_buy",
-            [*sale_keys(terms["room_id"], sale_id), idem],
-            [now, user.id, qty, _json(order), IDEMPOTENCY_TTL_MS],
-        )
+        step_keys = [*sale_keys(terms["room_id"], sale_id), idem]
+        args = [now, user.id, qty, _json(order), IDEMPOTENCY_TTL_MS]
+        result = await self.engine.atomic("sale_buy", step_keys, args)
+        if result.get("error") == "not_found":  # SQL has the sale, the engine lost it
+            await self.restore(terms)
+            result = await self.engine.atomic("sale_buy", step_keys, args)
         if "error" in result:
             raise _sale_error(result["error"])
         placed: dict[str, Any] = result["order"]
         if result.get("new"):
             await self.engine.kv_set(
-                keys.order_locator(placed["id"]), f"{terms['room_id']} {sale_id}", IDEMPOTENCY_TTL_MS
+                keys.order_locator(placed["id"]),
+                f"{terms['room_id']} {sale_id}",
+                IDEMPOTENCY_TTL_MS,
             )
             hold = {"room_id": terms["room_id"], "sale_id": sale_id}
             await self.engine.schedule(HOLD, placed["id"], placed["expires_at"], hold)
@@ -204,7 +228,10 @@ class FlashSaleService:
         if begun["order"]["status"] == "paid":
             return dict(begun["order"])  # paid before: a retry
         charge = await self.provider.charge(
-            order_id=order_id, user_id=user.id, user_name=user.name, amount_cents=order["amount_cents"]
+            order_id=order_id,
+            user_id=user.id,
+            user_name=user.name,
+            amount_cents=order["amount_cents"],
         )
         if not charge.ok:
             done = await self._transition(order, "pay_fail")
@@ -215,7 +242,9 @@ class FlashSaleService:
             # Settled as unpaid meanwhile (this payment outlived the grace period): the
             # money goes back; the stock was already released.
             await self.provider.refund(
-                order_id=order_id, user_id=user.id, amount_cents=order["amount_cents"],
+                order_id=order_id,
+                user_id=user.id,
+                amount_cents=order["amount_cents"],
                 reason="late_payment",
             )
             raise
@@ -280,6 +309,8 @@ class FlashSaleService:
     # -- fan-out ------------------------------------------------------------------------
 
     async def _order_changed(self, order: dict[str, Any], result: dict[str, Any]) -> None:
+        if not self.engine.durable_logs:
+            await self.engine.drain_logs()  # one node, no Redis: SQL before the ack
         await self.engine.send_to_user(order["user_id"], SaleEvent.ORDER, {"order": order})
         if result.get("status_changed"):  # sold out, or back on sale: tell the room now
             sale = await self.state(order["room_id"], order["ref_id"])
@@ -297,8 +328,12 @@ class FlashSaleService:
             try:
                 sale = await self.state(room_id, sale_id)
                 await self.engine.publish_if_changed(
-                    room_id, SaleEvent.UPDATE, "left", sale["left"],
-                    payload={"sale": sale}, dedupe=f"sale:{sale_id}",
+                    room_id,
+                    SaleEvent.UPDATE,
+                    "left",
+                    sale["left"],
+                    payload={"sale": sale},
+                    dedupe=f"sale:{sale_id}",
                 )
             except errors.DomainError as exc:
                 log.warning("stock_update_failed", sale_id=sale_id, error=exc.code)
