@@ -12,9 +12,9 @@ import pytest
 import redis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
-from livecommerce.persistence.migrate import migrate
 
 from livecommerce.app import NODE, Node, create_app
+from livecommerce.persistence.migrate import migrate
 from livecommerce.settings import load_settings
 from tests.support.client import Api, Client
 from tests.support.redis_server import RedisServer

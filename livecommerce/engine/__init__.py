@@ -10,7 +10,7 @@ def create_engine(redis_url: str | None, node_id: str, **options: float | int) -
     if redis_url:
         from livecommerce.engine.redis import RedisEngine
 
-        return RedisEngine(redis_url, node_id, **options)  # type: ignore[arg-type]
+        return RedisEngine(redis_url, node_id, **options)
     from livecommerce.engine.memory import MemoryEngine
 
     return MemoryEngine(node_id, **options)  # type: ignore[arg-type]

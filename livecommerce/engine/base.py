@@ -351,16 +351,30 @@ class Engine(ABC):
         if handler is None:
             log.error("timer_without_handler", timer=timer.name)
             return  # left leased: a node that knows the kind picks it up after the lease
+        renewing = asyncio.create_task(self._renew_lease(timer))
         try:
             await handler(key, timer.payload)
         except Exception:
             log.exception("timer_handler_failed", timer=timer.name)
             return  # retried by whichever node claims it after the lease lapses
+        finally:
+            await _cancel_all([renewing])
         self.timers_fired += 1
         try:
             await self._timer_done(timer.name, timer.token)
         except Exception as exc:
             log.warning("timer_ack_failed", timer=timer.name, error=str(exc))
+
+    async def _renew_lease(self, timer: DueTimer) -> None:
+        """Keep the lease while the handler runs, so a slow handler is not fired twice."""
+        lease_ms = int(self.timer_lease_s * 1000)
+        while True:
+            await asyncio.sleep(self.timer_lease_s / 3)
+            try:
+                if not await self._timer_extend(timer.name, timer.token, now_ms() + lease_ms):
+                    return  # re-scheduled or lost: nothing left to hold
+            except Exception as exc:
+                log.warning("timer_renew_failed", timer=timer.name, error=str(exc))
 
     # ------------------------------------------------------------------ feature steps
 
@@ -541,6 +555,10 @@ class Engine(ABC):
         """Lease up to ``limit`` due timers (due: at <= now, or a lapsed lease)."""
 
     @abstractmethod
+    async def _timer_extend(self, name: str, token: str, until_ms: int) -> bool:
+        """Move the lease of a claimed timer to ``until_ms`` if ``token`` still holds it."""
+
+    @abstractmethod
     async def _timer_done(self, name: str, token: str) -> None:
         """Delete the timer if ``token`` still holds its lease (a re-scheduled or re-claimed
         timer is left alone)."""
@@ -561,3 +579,4 @@ class Engine(ABC):
     async def _log_release(self, log: str, entries: list[LogEntry]) -> None:
         """Give back entries whose handler failed. Redis needs nothing: they stay pending
         in the consumer group and are claimed again once idle."""
+        return None

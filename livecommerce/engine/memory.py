@@ -273,6 +273,13 @@ class MemoryEngine(Engine):
             claimed.append(DueTimer(name, jsonutil.loads(timer.payload), timer.token))
         return claimed
 
+    async def _timer_extend(self, name: str, token: str, until_ms: int) -> bool:
+        timer = self.store.timers.get(name)
+        if timer is None or timer.token != token:
+            return False
+        timer.due = until_ms
+        return True
+
     async def _timer_done(self, name: str, token: str) -> None:
         timer = self.store.timers.get(name)
         if timer is not None and timer.token == token:
@@ -396,7 +403,10 @@ class MemoryEngine(Engine):
     async def _log_read(self, log: str, count: int) -> list[LogEntry]:
         # Each entry goes to one reader at a time (concurrent drains must not write the
         # same batch twice); a batch whose handler failed is released and offered first.
-        batch = self._log_retry.pop(log, [])[:count]
+        retry = self._log_retry.pop(log, [])
+        batch, rest = retry[:count], retry[count:]
+        if rest:  # several failed batches (concurrent drains): keep what this read can't take
+            self._log_retry[log] = rest
         for stream in sorted(self.store.ops.registries.get(log, ())):
             queue = self.store.ops.logs.get(stream)
             while queue and len(batch) < count:

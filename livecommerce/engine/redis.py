@@ -414,6 +414,11 @@ class RedisEngine(Engine):
         ]
 
     @_guard
+    async def _timer_extend(self, name: str, token: str, until_ms: int) -> bool:
+        args: list[str | int] = [name, token, until_ms]
+        return bool(await self._scripts["timer_extend"](keys=_TIMER_KEYS, args=args))
+
+    @_guard
     async def _timer_done(self, name: str, token: str) -> None:
         await self._scripts["timer_done"](keys=_TIMER_KEYS, args=[name, token])
 
@@ -519,3 +524,7 @@ class RedisEngine(Engine):
     @_guard
     async def _log_ack(self, log: str, entries: list[LogEntry]) -> None:
         await self._logs.ack(entries)
+
+    async def _log_release(self, log: str, entries: list[LogEntry]) -> None:
+        # Still pending in the group; this node offers them again on its next read.
+        self._logs.release(entries)

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 
 from livecommerce import errors, jsonutil
 from livecommerce.auth import Principal
@@ -42,7 +43,7 @@ def error_response(exc: errors.DomainError) -> web.Response:
     return json_response({"error": exc.to_dict()}, status=exc.http_status)
 
 
-def error_middleware(node: Node) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def error_middleware(node: Node) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = request.match_info.route.resource

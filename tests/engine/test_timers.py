@@ -140,3 +140,22 @@ async def test_stale_ack_leaves_a_reclaimed_or_rescheduled_timer(make_node: Make
     await a._timer_done("k:y", claim[0].token)  # the old run's ack must not delete it
     again = await b._timer_claim(now_ms(), 60_000, 10)
     assert [(t.name, t.payload) for t in again] == [("k:y", {"n": 2})]
+
+
+async def test_a_handler_slower_than_its_lease_still_fires_once(make_node: MakeNode) -> None:
+    """The claimant renews its lease while its handler runs (a slow database under load),
+    so other nodes polling meanwhile never fire it a second time."""
+    nodes = [await make_node(f"slow{i}", timer_lease_s=0.3) for i in range(3)]
+    started: Counter[str] = Counter()
+
+    async def slow(key: str, payload: dict[str, Any]) -> None:
+        started[key] += 1
+        await asyncio.sleep(1.2)  # four leases long
+
+    for node in nodes:
+        node.engine.on_timer("pk.settle", slow)
+    await nodes[0].engine.schedule("pk.settle", "p1", now_ms() + 100)
+    await eventually(lambda: sum(n.engine.timers_fired for n in nodes) == 1, timeout=5)
+    await asyncio.sleep(0.6)  # two more leases: a lost lease would have re-fired by now
+    assert started == Counter({"p1": 1})
+    assert sum(n.engine.timers_fired for n in nodes) == 1

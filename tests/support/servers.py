@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import aiohttp
+
 from tests.support.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]

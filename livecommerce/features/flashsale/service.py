@@ -118,7 +118,7 @@ class FlashSaleService:
         starts_at = data.starts_at if data.starts_at is not None else now
         if starts_at < now - 1000:
             raise errors.Invalid("starts_at is in the past", fields={"starts_at": "in the past"})
-        terms = {
+        terms: dict[str, Any] = {
             "id": new_id("fs"),
             "room_id": data.room_id,
             "product_id": data.product_id,
