@@ -108,6 +108,8 @@ def sale_buy(s: OpsState, keys: list[str], args: list[Any]) -> Any:
         args[3],
         int(args[4]),
     )
+    if qty < 1:
+        return {"error": "invalid"}  # never add stock
     prior = s.get(idem_key)
     if prior is not None and prior in s.h(orders_key):
         return {"new": False, "order": jsonutil.loads(s.h(orders_key)[prior])}

@@ -349,6 +349,13 @@ async def test_sold_out_and_limit(engine: Engine) -> None:
     assert len(await collect_log(engine)) == 2  # each new order logged once
 
 
+async def test_a_quantity_below_one_never_adds_stock(engine: Engine) -> None:
+    await install(engine, qty=3, limit=2)
+    for qty in (0, -1, -5):
+        assert await buy(engine, "u1", qty) == {"error": "invalid"}
+    assert await left_of(engine) == 3 and await holds_of(engine) == {}
+
+
 # ---------------------------------------------------------------------- the stampede
 
 STAMPEDES = [(1, 37), (2, 37), (3, 23), (4, 50), (5, 1)]

@@ -4,6 +4,7 @@
 -- check placed after the decrement), and stock can never go negative.
 -- KEYS: sale, holds, orders, log, idempotency
 -- ARGV: now, user_id, qty, order_json, idempotency_ttl_ms
+if tonumber(ARGV[3]) < 1 then return '{"error":"invalid"}' end  -- never add stock
 local prior = redis.call('GET', KEYS[5])
 if prior then
   local order = redis.call('HGET', KEYS[3], prior)

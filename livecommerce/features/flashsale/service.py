@@ -352,6 +352,7 @@ def _sale_error(code: str, **extra: Any) -> errors.DomainError:
         "expired": errors.Expired,
         "not_found": errors.NotFound,
         "conflict": errors.Conflict,
+        "invalid": errors.Invalid,
     }
     kind = messages.get(code, errors.Conflict)
     return kind(**{k: v for k, v in extra.items() if v is not None})
