@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import signal
 import sys
 from collections.abc import Sequence
@@ -72,6 +73,11 @@ async def _serve(settings: Settings) -> None:
         from livecommerce.demo import seed
 
         lines = await seed(app[NODE])
+    # Everything built so far lives as long as the process: move it out of the collector's
+    # sight, and collect less often. With thousands of connections, full collections were
+    # a third of a node's CPU in the flash-sale benchmark (docs/benchmarks.md).
+    gc.freeze()
+    gc.set_threshold(50_000, 50, 100)
     site = web.TCPSite(runner, settings.server.host, settings.server.port, shutdown_timeout=5)
     await site.start()
     # Printed only once the port accepts connections, so the URLs work when read.

@@ -142,6 +142,7 @@ class Engine(ABC):
         self._running_timers: set[asyncio.Task[None]] = set()
         self._membership_lock = asyncio.Lock()
         self._log_handlers: dict[str, LogHandler] = {}
+        self._drain_lock = asyncio.Lock()
         self.timers_fired = 0
 
     # ------------------------------------------------------------------ lifecycle
@@ -396,13 +397,16 @@ class Engine(ABC):
         self._log_handlers[log] = handler
 
     async def drain_logs(self, rounds: int = 100) -> int:
-        """Consume what is waiting now (start-up reconciliation, shutdown). Returns count."""
+        """Consume what is waiting now (start-up reconciliation, shutdown, and the
+        in-process "write before the ack"). Drains run one at a time, so when one returns,
+        every entry appended before it was called has been handled. Returns the count."""
         total = 0
-        for _ in range(rounds):
-            done = await self._consume_logs()
-            total += done
-            if not done:
-                break
+        async with self._drain_lock:
+            for _ in range(rounds):
+                done = await self._consume_logs()
+                total += done
+                if not done:
+                    break
         return total
 
     async def _log_loop(self) -> None:

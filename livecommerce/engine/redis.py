@@ -114,8 +114,9 @@ class RedisEngine(Engine):
     subscribe_timeout_s = 3.0
     #: A sink call taking longer is abandoned, so one stuck sink cannot stall the node.
     sink_timeout_s = 5.0
-    #: Connections per node (one is the pub/sub connection); more callers wait up to 2 s.
-    max_connections = 64
+    #: Connections per node (one is the pub/sub connection); more callers wait up to 5 s.
+    #: Sized for a flash-sale burst, which otherwise queues past the wait and fails.
+    max_connections = 512
 
     def __init__(self, url: str, node_id: str, **engine_options: Any) -> None:
         super().__init__(node_id, **engine_options)
@@ -126,7 +127,7 @@ class RedisEngine(Engine):
         pool = BlockingConnectionPool.from_url(
             url,
             max_connections=self.max_connections,
-            timeout=2.0,
+            timeout=5.0,
             decode_responses=True,
             socket_timeout=2.0,
             socket_connect_timeout=2.0,

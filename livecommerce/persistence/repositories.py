@@ -7,7 +7,7 @@ same code is correct on SQLite (several processes, one file) and on PostgreSQL.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from typing import Any, cast
 
@@ -229,6 +229,32 @@ class Orders:
                 raise errors.Conflict("an order already exists for this request") from None
             return False
         return True
+
+    async def upsert_many(self, batch: Sequence[Mapping[str, Any]]) -> int:
+        """``upsert`` for a batch in one transaction (the order writer's path): new ids are
+        inserted, known ones only move forward. On a unique-key race with another process
+        the batch falls back to one ``upsert`` per order. Returns how many were new."""
+        rows = [{k: v for k, v in o.items() if k in _ORDER_COLUMNS} for o in batch]
+        try:
+            async with _tx(self._db) as s:
+                query = select(Order).where(Order.id.in_({r["id"] for r in rows}))
+                known = {o.id: o for o in await s.scalars(query)}
+                inserted = 0
+                for row in rows:
+                    row.setdefault("created_at", now_ms())
+                    row.setdefault("updated_at", row["created_at"])
+                    current = known.get(row["id"])
+                    if current is None:
+                        known[row["id"]] = current = Order(**row)
+                        s.add(current)
+                        inserted += 1
+                    elif (
+                        current.status != row["status"] and current.updated_at <= row["updated_at"]
+                    ):
+                        current.status, current.updated_at = row["status"], row["updated_at"]
+            return inserted
+        except IntegrityError:
+            return sum([await self.upsert(row) for row in rows])
 
     async def _refresh(self, fields: Mapping[str, Any]) -> bool:
         """Move an existing order's status forward; False if there is no such order."""

@@ -250,3 +250,21 @@ async def test_secret_get_or_create_races_to_one_value(db: Database, db_url: str
     assert len(set(values)) == 1
     assert await Secrets(db).get_or_create("jwt", lambda: "never") == values[0]
     assert await Secrets(db).get("absent") is None
+
+
+async def test_order_batch_upsert_inserts_new_and_moves_known_forward(db: Database) -> None:
+    orders = Orders(db)
+    await orders.upsert(_order(id="o_known", status="reserved", updated_at=100))
+    batch = [
+        _order(id="o_new", status="reserved", updated_at=100, request_id="n"),
+        _order(id="o_new", status="paid", updated_at=200, request_id="n"),  # same batch
+        _order(id="o_known", status="expired", updated_at=300),
+        _order(id="o_known", status="paid", updated_at=250),  # older: ignored
+    ]
+    assert await orders.upsert_many(batch) == 1
+    new, known = await orders.get("o_new"), await orders.get("o_known")
+    assert new is not None and (new.status, new.updated_at) == ("paid", 200)
+    assert known is not None and (known.status, known.updated_at) == ("expired", 300)
+    assert await orders.upsert_many(batch) == 0  # a replayed batch changes nothing
+    known = await orders.get("o_known")
+    assert known is not None and known.status == "expired"

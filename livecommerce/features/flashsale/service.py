@@ -72,6 +72,7 @@ class FlashSaleService:
         self.orders = orders
         self.provider = provider
         self._stock_dirty: dict[str, str] = {}  # sale_id -> room_id
+        self._terms_cache: dict[str, dict[str, Any]] = {}
         self._flusher: asyncio.Task[None] | None = None
         engine.on_timer(START, self._on_status_timer)
         engine.on_timer(END, self._on_status_timer)
@@ -87,10 +88,17 @@ class FlashSaleService:
         return sale_public(raw["terms"], raw["left"], raw["status"], now_ms())
 
     async def _terms(self, sale_id: str) -> dict[str, Any]:
-        sale = await self.sales.get(sale_id)
-        if sale is None:
-            raise errors.NotFound("no such sale", sale_id=sale_id)
-        return sale.terms()
+        # Terms never change after creation, so each node reads them from SQL once; a
+        # stampede of buyers then costs no database work until an order is decided.
+        terms = self._terms_cache.get(sale_id)
+        if terms is None:
+            sale = await self.sales.get(sale_id)
+            if sale is None:
+                raise errors.NotFound("no such sale", sale_id=sale_id)
+            terms = self._terms_cache.setdefault(sale_id, sale.terms())
+            if len(self._terms_cache) > 10_000:
+                self._terms_cache.clear()
+        return terms
 
     async def room_of_sale(self, sale_id: str) -> str:
         return str((await self._terms(sale_id))["room_id"])
@@ -310,7 +318,10 @@ class FlashSaleService:
 
     async def _order_changed(self, order: dict[str, Any], result: dict[str, Any]) -> None:
         if not self.engine.durable_logs:
-            await self.engine.drain_logs()  # one node, no Redis: SQL before the ack
+            try:
+                await self.engine.drain_logs()  # one node, no Redis: SQL before the ack
+            except Exception as exc:  # the log loop retries it; the order itself stands
+                log.warning("order_write_deferred", order_id=order["id"], error=str(exc))
         await self.engine.send_to_user(order["user_id"], SaleEvent.ORDER, {"order": order})
         if result.get("status_changed"):  # sold out, or back on sale: tell the room now
             sale = await self.state(order["room_id"], order["ref_id"])
