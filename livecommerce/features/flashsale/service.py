@@ -21,6 +21,7 @@ from typing import Any
 import structlog
 
 from livecommerce import errors, jsonutil
+from livecommerce._utils import TTLCache
 from livecommerce.auth import Principal
 from livecommerce.engine import Engine, keys
 from livecommerce.engine.base import now_ms
@@ -72,7 +73,7 @@ class FlashSaleService:
         self.orders = orders
         self.provider = provider
         self._stock_dirty: dict[str, str] = {}  # sale_id -> room_id
-        self._terms_cache: dict[str, dict[str, Any]] = {}
+        self._terms_cache: TTLCache[str, dict[str, Any] | None] = TTLCache(3600)
         self._flusher: asyncio.Task[None] | None = None
         engine.on_timer(START, self._on_status_timer)
         engine.on_timer(END, self._on_status_timer)
@@ -88,16 +89,16 @@ class FlashSaleService:
         return sale_public(raw["terms"], raw["left"], raw["status"], now_ms())
 
     async def _terms(self, sale_id: str) -> dict[str, Any]:
-        # Terms never change after creation, so each node reads them from SQL once; a
-        # stampede of buyers then costs no database work until an order is decided.
-        terms = self._terms_cache.get(sale_id)
-        if terms is None:
+        # Terms never change after creation: each node reads them from SQL once (single
+        # flight: a stampede's first thousand buyers share that one read).
+        async def load() -> dict[str, Any] | None:
             sale = await self.sales.get(sale_id)
-            if sale is None:
-                raise errors.NotFound("no such sale", sale_id=sale_id)
-            terms = self._terms_cache.setdefault(sale_id, sale.terms())
-            if len(self._terms_cache) > 10_000:
-                self._terms_cache.clear()
+            return None if sale is None else sale.terms()
+
+        terms = await self._terms_cache.get(sale_id, load)
+        if terms is None:
+            self._terms_cache.invalidate(sale_id)  # it may be created later on another node
+            raise errors.NotFound("no such sale", sale_id=sale_id)
         return terms
 
     async def room_of_sale(self, sale_id: str) -> str:
