@@ -15,15 +15,12 @@ PRODUCTS = [
     ("Green tea gift box 绿茶礼盒", 12900, 50),
     ("Phone stand 手机支架", 1990, 500),
 ]
-LOGINS = [
-    ("host", "host-demo", Role.HOST, "Demo Host"),
-    ("staff", "staff-demo", Role.STAFF, "Staff"),
-]
+LOGINS = [("host", "host-demo", Role.HOST), ("staff", "staff-demo", Role.STAFF)]
 
 
 async def seed(node: Node) -> list[str]:
     """Create what is missing (idempotent across restarts); return lines to print."""
-    for username, password, role, _name in LOGINS:
+    for username, password, role in LOGINS:
         if await node.users.by_username(username) is None:
             await node.auth.add_user(username, password, role.value)
     host_user = await node.users.by_username("host")

@@ -101,9 +101,6 @@ class FlashSaleService:
             raise errors.NotFound("no such sale", sale_id=sale_id)
         return terms
 
-    async def room_of_sale(self, sale_id: str) -> str:
-        return str((await self._terms(sale_id))["room_id"])
-
     async def _snapshot(self, room_id: str, _me: Principal | None) -> dict[str, Any]:
         active = await self.engine.set_members(keys.room_key(room_id, "sales"))
         sales = []
