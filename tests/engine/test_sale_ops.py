@@ -22,10 +22,12 @@ from livecommerce.engine import Engine, keys
 from livecommerce.engine.memory import MemoryEngine
 from livecommerce.engine.memory_ops import OpsState
 from livecommerce.engine.redis import RedisEngine
+from livecommerce.features.flashsale.orders import ORDER_LOG
+from livecommerce.features.flashsale.service import sale_keys
 from tests.engine.conftest import FAST, MakeNode
 from tests.support.redis_server import RedisServer
 
-LOG = "orders"
+LOG = ORDER_LOG
 T0 = 1_700_000_000_000  # epoch ms: a sale window [T0, T0 + 1 h)
 HOUR = 3_600_000
 IDEM_TTL_MS = 24 * HOUR
@@ -35,11 +37,6 @@ QUIET: dict[str, Any] = {"timer_poll_s": 3600.0}
 Order = dict[str, Any]
 
 _ids = itertools.count(1)
-
-
-def sale_keys(room: str, sale: str) -> list[str]:
-    base = keys.room_key(room, "sale", sale)
-    return [base, f"{base}:holds", f"{base}:orders", keys.room_key(room, "log", LOG)]
 
 
 def terms_of(room: str, sale: str, qty: int, limit: int, starts_at: int, ends_at: int) -> Order:

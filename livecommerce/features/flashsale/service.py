@@ -288,13 +288,10 @@ class FlashSaleService:
 
     async def _on_hold_timer(self, order_id: str, payload: dict[str, Any]) -> None:
         order = {"id": order_id, "room_id": payload["room_id"], "ref_id": payload["sale_id"]}
-        result = await self.engine.atomic(
-            "sale_order_step",
-            sale_keys(order["room_id"], order["ref_id"]),
-            [order_id, "expire", now_ms()],
-        )
-        if result.get("changed"):
-            await self._order_changed(result["order"], result)
+        try:
+            result = await self._transition(order, "expire")
+        except errors.NotFound:
+            return  # nothing left to expire
         current = result.get("order") or {}
         if current.get("status") == "paying":
             await self._settle_paying(current, payload)

@@ -93,12 +93,14 @@ class RoomService:
         room = await self.rooms.get(room_id)
         return None if room is None else await self._info(room)
 
-    async def _info(self, room: Room) -> RoomInfo:
-        host = await self.users.get(room.host_id)
+    async def _info(self, room: Room, host_name: str | None = None) -> RoomInfo:
+        if host_name is None:
+            host = await self.users.get(room.host_id)
+            host_name = host.name if host else ""
         return RoomInfo(
             id=room.id,
             host_id=room.host_id,
-            host_name=host.name if host else "",
+            host_name=host_name,
             title=room.title,
             status=room.status,
             stream_url=room.stream_url,
@@ -107,16 +109,22 @@ class RoomService:
             ended_at=room.ended_at,
         )
 
+    async def _public_list(self, rooms: list[Room]) -> list[dict[str, Any]]:
+        # One query for every host of the list, not one per room.
+        hosts = await self.users.get_many({room.host_id for room in rooms})
+        return [
+            (await self._info(r, hosts[r.host_id].name if r.host_id in hosts else "")).to_public()
+            for r in rooms
+        ]
+
     async def list_live(self) -> list[dict[str, Any]]:
-        out = []
-        for room in await self.rooms.list_live():
-            public = (await self._info(room)).to_public()
-            public["online"] = await self.engine.online(room.id)
-            out.append(public)
+        out = await self._public_list(await self.rooms.list_live())
+        for public in out:
+            public["online"] = await self.engine.online(public["id"])
         return out
 
     async def list_hosted(self, host_id: str) -> list[dict[str, Any]]:
-        return [(await self._info(r)).to_public() for r in await self.rooms.list_by_host(host_id)]
+        return await self._public_list(await self.rooms.list_by_host(host_id))
 
     async def products_of(self, room_id: str) -> list[dict[str, Any]]:
         await self.get(room_id)
