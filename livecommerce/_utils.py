@@ -54,3 +54,32 @@ class TTLCache(Generic[K, V]):
 
     def invalidate(self, key: K) -> None:
         self._items.pop(key, None)
+
+
+class LocalBuckets:
+    """Token buckets kept in this process, one per key: for limits where a node-local
+    count is enough (likes: cheap, high-rate, harmless if a user on two nodes gets two
+    budgets) and a Redis round trip per event would cost more than the event."""
+
+    def __init__(self, rate_per_s: float, burst: int, max_keys: int = 200_000) -> None:
+        self.rate = rate_per_s
+        self.burst = float(burst)
+        self.max_keys = max_keys
+        self._state: dict[str, tuple[float, float]] = {}
+
+    def take(self, key: str) -> int:
+        """0 if a token was taken, else ms until one is free."""
+        now = time.monotonic()
+        tokens, at = self._state.get(key, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - at) * self.rate)
+        if tokens < 1:
+            self._state[key] = (tokens, now)
+            return max(1, int((1 - tokens) * 1000 / self.rate) + 1)
+        if len(self._state) >= self.max_keys:
+            self._sweep(now)
+        self._state[key] = (tokens - 1, now)
+        return 0
+
+    def _sweep(self, now: float) -> None:
+        full_after = self.burst / self.rate
+        self._state = {k: v for k, v in self._state.items() if now - v[1] < full_after}

@@ -11,9 +11,14 @@ from aiohttp import web
 
 from livecommerce.auth import Auth, resolve_secret
 from livecommerce.engine import Engine, create_engine
+from livecommerce.features.comments.keywords import warm_up
+from livecommerce.features.comments.likes import LikeService
+from livecommerce.features.comments.service import CommentService
+from livecommerce.features.comments.writer import CommentWriter
 from livecommerce.features.flashsale.orders import OrderWriter
 from livecommerce.features.flashsale.reconcile import reconcile
 from livecommerce.features.flashsale.service import FlashSaleService
+from livecommerce.features.moderation.service import ModerationService
 from livecommerce.features.payments.provider import SandboxProvider
 from livecommerce.features.rooms.service import RoomService
 from livecommerce.observability import Metrics
@@ -21,8 +26,9 @@ from livecommerce.persistence.commerce import FlashSales, Payments
 from livecommerce.persistence.db import Database
 from livecommerce.persistence.migrate import migrate
 from livecommerce.persistence.repositories import Orders, Products, Rooms, Secrets, Users
+from livecommerce.persistence.social import Audit, Comments, LikeTotals
 from livecommerce.settings import Settings
-from livecommerce.transport import flashsale_events, room_events
+from livecommerce.transport import comment_events, flashsale_events, room_events
 from livecommerce.transport.dispatch import Dispatcher
 from livecommerce.transport.http import add_routes
 from livecommerce.transport.socket import SocketGateway, create_server
@@ -42,6 +48,10 @@ class Node:
     rooms: RoomService
     flashsales: FlashSaleService
     payments: SandboxProvider
+    comments: CommentService
+    likes: LikeService
+    moderation: ModerationService
+    audit: Audit
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -68,6 +78,14 @@ class Node:
             self.engine, self.rooms, FlashSales(self.db), self.orders, self.payments
         )
         self.order_writer = OrderWriter(self.engine, self.orders)
+        self.comments = CommentService(self.engine, self.rooms, s.comments)
+        stored = Comments(self.db)
+        self.comment_writer = CommentWriter(self.engine, stored)
+        self.likes = LikeService(self.engine, self.rooms, LikeTotals(self.db), s.likes)
+        self.audit = Audit(self.db)
+        self.moderation = ModerationService(
+            self.engine, self.rooms, self.comments, self.users, self.audit, stored
+        )
         self.metrics.watch(
             "livecommerce_timers_fired",
             "Timers fired by this node",
@@ -87,6 +105,8 @@ class Node:
 
     async def stop(self) -> None:
         await self.flashsales.close()
+        await self.comments.close()
+        await self.likes.close()
         with contextlib.suppress(Exception):
             await self.engine.drain_logs(rounds=10)  # what this node read gets written
         await self.engine.close()
@@ -100,11 +120,12 @@ def create_app(settings: Settings) -> web.Application:
     node = Node(settings)
     app = web.Application(client_max_size=256 * 1024)
     app[NODE] = node
-    sio = create_server()
+    sio = create_server(settings)
     dispatcher = Dispatcher(node.metrics, _room_host(node))
     gateway = SocketGateway(sio, node, dispatcher)
     room_events.register(dispatcher, gateway, node)
     flashsale_events.register(dispatcher, node)
+    comment_events.register(dispatcher, node)
     sio.attach(app)
     add_routes(app, node)
 
@@ -112,11 +133,16 @@ def create_app(settings: Settings) -> web.Application:
         await node.start()
         node.engine.set_sinks(gateway.deliver_room, gateway.deliver_user)
         await node.engine.start()
+        gateway.start()
         reconciling = asyncio.create_task(node.reconcile())
+        # jieba loads its dictionary (~1 s) in a thread, not on the first Chinese comment.
+        warming = asyncio.create_task(asyncio.to_thread(warm_up))
         log.info("node_started", node_id=node.node_id, engine=node.engine.kind)
         yield
         log.info("node_stopping", node_id=node.node_id)
         await reconciling
+        await warming
+        await gateway.stop()
         await node.stop()
 
     app.cleanup_ctx.append(lifecycle)

@@ -43,6 +43,29 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
             registry=self.registry,
         )
+        self.frames = Counter(
+            "livecommerce_frames",
+            "Frames written to connections: direct (pre-encoded, straight to the socket) or "
+            "queued (through Engine.IO's queue: polling, compression, or a busy writer)",
+            ["path"],
+            registry=self.registry,
+        )
+        self.slow_cut = Counter(
+            "livecommerce_slow_consumers_cut",
+            "Connections cut off because they stopped reading",
+            registry=self.registry,
+        )
+        self.comment_batch_items = Histogram(
+            "livecommerce_comment_batch_items",
+            "Comments per room per delivery tick on this node (before sampling)",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500, 1000),
+            registry=self.registry,
+        )
+        self.comments_dropped = Counter(
+            "livecommerce_comments_dropped",
+            "Comments sampled out of the shared frame of a tick (each counted once per room)",
+            registry=self.registry,
+        )
         self.http = Counter(
             "livecommerce_http_requests",
             "HTTP requests by route and status",

@@ -66,6 +66,43 @@ class PaymentSettings(_Section):
     sandbox_latency_ms: int = Field(0, ge=0)
 
 
+class CommentSettings(_Section):
+    #: Delivery tick: each viewer gets at most one comment:batch frame per tick.
+    tick_ms: int = Field(100, ge=10, le=1000)
+    #: Comments sent on this node cross the engine together at most this often.
+    publish_ms: int = Field(20, ge=1, le=500)
+    #: Most comments a viewer receives per second; above it the node samples.
+    viewer_rate: int = Field(30, ge=1, le=10_000)
+    #: Per-user send rate (host and staff are exempt) and its burst.
+    rate_per_s: float = Field(1.0, gt=0)
+    burst: int = Field(3, ge=1)
+    max_len: int = Field(100, ge=1, le=1000)
+    #: Global banned words (each room adds its own with mod:banned_words).
+    banned_words: list[str] = []
+    recent: int = Field(50, ge=0, le=500)
+    #: Rolling window of the keyword counts, in minutes.
+    keyword_window_min: int = Field(5, ge=1, le=60)
+
+
+class LikeSettings(_Section):
+    #: like:send events per second per connection (each carries up to 100 taps).
+    rate_per_s: float = Field(10.0, gt=0)
+    burst: int = Field(20, ge=1)
+    #: like:total is broadcast at most this often (cluster-wide, roughly).
+    broadcast_ms: int = Field(250, ge=50)
+
+
+class TransportSettings(_Section):
+    #: Frames queued for a connection (Engine.IO queue) before it is cut off as too slow.
+    out_queue_max: int = Field(256, ge=4)
+    #: Bytes waiting in a connection's socket buffer before it is cut off as too slow.
+    out_buffer_max: int = Field(1 << 20, ge=4096)
+    #: SO_SNDBUF for WebSocket connections (0: the kernel's default, which autotunes).
+    ws_sndbuf: int = Field(0, ge=0)
+    #: permessage-deflate. Off: frames are encoded once and written as-is to every viewer.
+    ws_compression: bool = False
+
+
 class Settings(_Section):
     server: ServerSettings = ServerSettings()
     redis: RedisSettings = RedisSettings()
@@ -73,6 +110,9 @@ class Settings(_Section):
     auth: AuthSettings = AuthSettings()
     engine: EngineSettings = EngineSettings()
     payments: PaymentSettings = PaymentSettings()
+    comments: CommentSettings = CommentSettings()
+    likes: LikeSettings = LikeSettings()
+    transport: TransportSettings = TransportSettings()
     demo: bool = False
 
     @property

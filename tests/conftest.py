@@ -56,23 +56,29 @@ class AppServer:
         self.node: Node = app[NODE]
 
 
+async def start_app(db_url: str, **overrides: dict[str, Any]) -> AppServer:
+    """One in-process node (memory engine, SQLite) on a real port; ``overrides`` are
+    settings sections merged over the test defaults."""
+    base: dict[str, Any] = {
+        "database": {"url": db_url},
+        "server": {"node_id": "test-node"},
+        "engine": FAST_ENGINE,
+        "payments": {"sandbox_decline_prefix": "decline-"},
+    }
+    for section, values in overrides.items():
+        base[section] = {**base.get(section, {}), **values}
+    app = create_app(load_settings(env={}, overrides=base))
+    server = TestServer(app, host="127.0.0.1")
+    await server.start_server()
+    return AppServer(server, app)
+
+
 @pytest.fixture
 async def app_server(db_url: str) -> AsyncIterator[AppServer]:
     """One in-process node (memory engine, SQLite) on a real port."""
-    settings = load_settings(
-        env={},
-        overrides={
-            "database": {"url": db_url},
-            "server": {"node_id": "test-node"},
-            "engine": FAST_ENGINE,
-            "payments": {"sandbox_decline_prefix": "decline-"},
-        },
-    )
-    app = create_app(settings)
-    server = TestServer(app, host="127.0.0.1")
-    await server.start_server()
-    yield AppServer(server, app)
-    await server.close()
+    server = await start_app(db_url)
+    yield server
+    await server.server.close()
 
 
 @pytest.fixture
@@ -109,10 +115,12 @@ async def cluster(
     nodes: list[ServerProcess] = []
     await migrate(db_url)
 
-    async def start(n: int = 2, *, redis: bool = True) -> list[ServerProcess]:
+    async def start(
+        n: int = 2, *, redis: bool = True, env: dict[str, str] | None = None
+    ) -> list[ServerProcess]:
         new = [
             ServerProcess(
-                f"node{len(nodes) + i + 1}", db_url, redis_url if redis else None, tmp_path
+                f"node{len(nodes) + i + 1}", db_url, redis_url if redis else None, tmp_path, env
             )
             for i in range(n)
         ]

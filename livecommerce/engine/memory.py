@@ -21,6 +21,7 @@ from typing import Any
 
 from livecommerce import jsonutil
 from livecommerce.engine.base import Broadcast, DueTimer, Engine, LogEntry, Reservation
+from livecommerce.engine.memory_comment_ops import COMMENT_OPS
 from livecommerce.engine.memory_ops import OPS, OpsState
 
 #: A store sweeps expired keys and idle rate buckets once per this many writes.
@@ -117,6 +118,9 @@ class MemoryStore:
             idle = [k for k, (_, at, full) in self.buckets.items() if now - at >= full]
             for key in idle:
                 del self.buckets[key]
+
+
+_OPS = {**OPS, **COMMENT_OPS}
 
 
 class MemoryEngine(Engine):
@@ -395,7 +399,7 @@ class MemoryEngine(Engine):
 
     async def _atomic(self, op: str, keys: list[str], args: list[str]) -> Any:
         # No await inside: one step on one event loop is atomic, as the Lua script is.
-        return OPS[op](self.store.ops, keys, args)
+        return _OPS[op](self.store.ops, keys, args)
 
     async def _log_register(self, log: str, stream: str) -> None:
         self.store.ops.registries.setdefault(log, set()).add(stream)

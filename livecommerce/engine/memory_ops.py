@@ -28,6 +28,8 @@ class OpsState:
     hashes: dict[str, dict[str, str]] = field(default_factory=dict)
     strings: dict[str, tuple[str, float]] = field(default_factory=dict)  # value, deadline
     logs: dict[str, deque[tuple[int, dict[str, Any]]]] = field(default_factory=dict)
+    lists: dict[str, list[str]] = field(default_factory=dict)  # newest first, like LPUSH
+    zsets: dict[str, tuple[dict[str, float], float]] = field(default_factory=dict)  # deadline
     registries: dict[str, set[str]] = field(default_factory=dict)  # log -> stream keys
     log_ids: int = 0
     string_writes: int = 0

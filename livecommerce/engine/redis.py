@@ -45,6 +45,7 @@ T = TypeVar("T")
 #: ConnectionError; OSError covers refused sockets and the builtin TimeoutError).
 _DOWN = (RedisConnectionError, RedisTimeoutError, ReadOnlyError, OSError)
 _LUA_DIR = Path(__file__).parent / "lua"
+_INCLUDE = "--#include "
 _BACKOFF_MIN_S = 0.1
 _BACKOFF_MAX_S = 2.0
 _TIMER_KEYS = [keys.TIMERS_DUE, keys.TIMERS_PAYLOAD, keys.TIMERS_TOKEN]
@@ -83,6 +84,18 @@ async def _cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         if not task.cancelled() and task.exception() is not None:
             log.error("engine_task_failed", task=task.get_name(), error=str(task.exception()))
+
+
+def load_script(path: Path) -> str:
+    """A script's text with its ``--#include <file>`` lines replaced by that file: Redis
+    scripts cannot call each other, and helpers such as the token bucket live once."""
+    lines = []
+    for line in path.read_text().splitlines():
+        if line.startswith(_INCLUDE):
+            lines.append((path.parent / line[len(_INCLUDE) :].strip()).read_text())
+        else:
+            lines.append(line)
+    return "\n".join(lines) + "\n"
 
 
 def _wire(payload: dict[str, Any]) -> str:
@@ -136,8 +149,9 @@ class RedisEngine(Engine):
         )
         self._redis = Redis.from_pool(pool)
         self._scripts = {
-            path.stem: self._redis.register_script(path.read_text())
+            path.stem: self._redis.register_script(load_script(path))
             for path in sorted(_LUA_DIR.glob("*.lua"))
+            if not path.stem.startswith("_")  # helpers, inlined by load_script
         }
         self._logs = RedisLogs(self._redis, node_id)
         self._pubsub: PubSub | None = None

@@ -69,6 +69,8 @@ class Room(Base):
     created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
     started_at: Mapped[int | None] = mapped_column(BigInteger)
     ended_at: Mapped[int | None] = mapped_column(BigInteger)
+    #: Like taps, added in batches by every node (the engine holds the live total).
+    likes: Mapped[int] = mapped_column(BigInteger, default=0, server_default="0")
 
     def to_public(self, host_name: str | None = None) -> dict[str, Any]:
         return {
@@ -222,6 +224,65 @@ class Payment(Base):
             "kind": self.kind,
             "amount_cents": self.amount_cents,
             "status": self.status,
+            "reason": self.reason,
+            "created_at": self.created_at,
+        }
+
+
+class Comment(Base):
+    """A bullet comment as sent (moderation audit, replay beyond the engine's history).
+    Written in batches from the engine's comment log, never on the sender's path."""
+
+    __tablename__ = "comments"
+    __table_args__ = (Index(None, "room_id", "created_at"), Index(None, "user_id"))
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(64))
+    user_id: Mapped[str] = mapped_column(String(64))
+    user_name: Mapped[str] = mapped_column(Text)
+    user_role: Mapped[str] = mapped_column(String(16))
+    text: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger)
+    deleted_at: Mapped[int | None] = mapped_column(BigInteger)
+    deleted_by: Mapped[str | None] = mapped_column(String(64))
+
+    def to_public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "room_id": self.room_id,
+            "user": {"id": self.user_id, "name": self.user_name, "role": self.user_role},
+            "text": self.text,
+            "at": self.created_at,
+            "deleted_at": self.deleted_at,
+            "deleted_by": self.deleted_by,
+        }
+
+
+class ModerationAction(Base):
+    """Audit trail: who did what to whom in which room, when and why."""
+
+    __tablename__ = "moderation_actions"
+    __table_args__ = (Index(None, "room_id", "created_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(64))
+    actor_id: Mapped[str] = mapped_column(String(64))
+    action: Mapped[str] = mapped_column(String(32))
+    target_user_id: Mapped[str | None] = mapped_column(String(64))
+    target_comment_id: Mapped[str | None] = mapped_column(String(64))
+    detail: Mapped[str | None] = mapped_column(Text)  # JSON: duration, words, interval
+    reason: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
+
+    def to_public(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "room_id": self.room_id,
+            "actor_id": self.actor_id,
+            "action": self.action,
+            "target_user_id": self.target_user_id,
+            "target_comment_id": self.target_comment_id,
+            "detail": self.detail,
             "reason": self.reason,
             "created_at": self.created_at,
         }

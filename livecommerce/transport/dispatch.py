@@ -6,6 +6,7 @@ handler can forget validation, authorization, metrics or the error envelope.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -34,6 +35,12 @@ class Connection:
     principal: Principal | None
     ip: str = ""
     rooms: set[str] = field(default_factory=set)
+    eio: Any = None  # its Engine.IO socket (engineio.async_socket.AsyncSocket)
+    cut: bool = False  # cut off as a slow consumer: nothing more is written to it
+    #: Serialises this connection's comments: socket.io runs each event in a task of its
+    #: own, and a sender's comments must reach the room in the order they were sent.
+    #: Made on the first comment: most connections never send one.
+    comment_order: asyncio.Lock | None = None
 
 
 @dataclass(frozen=True, slots=True)

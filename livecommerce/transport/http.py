@@ -172,6 +172,23 @@ class Routes:
         orders = await self.node.orders.list_for_user(principal.id)
         return json_response({"orders": [o.to_public() for o in orders]})
 
+    # -- comments and moderation --------------------------------------------------------
+
+    async def recent_comments(self, request: web.Request) -> web.Response:
+        room_id = request.match_info["room_id"]
+        await self.node.rooms.get(room_id)
+        return json_response({"comments": await self.node.comments.recent(room_id)})
+
+    async def keywords(self, request: web.Request) -> web.Response:
+        await self.authorize(request, Access.CONTROL)
+        room_id = request.match_info["room_id"]
+        return json_response({"keywords": await self.node.comments.keywords(room_id)})
+
+    async def moderation_log(self, request: web.Request) -> web.Response:
+        await self.authorize(request, Access.CONTROL)
+        actions = await self.node.audit.list_for_room(request.match_info["room_id"])
+        return json_response({"actions": [a.to_public() for a in actions]})
+
     # -- pages --------------------------------------------------------------------------
 
     def page(self, name: str) -> Handler:
@@ -197,6 +214,9 @@ def add_routes(app: web.Application, node: Node) -> None:
     app.router.add_post("/api/rooms/{room_id}/end", r.end_room)
     app.router.add_get("/api/rooms/{room_id}/products", r.list_products)
     app.router.add_post("/api/rooms/{room_id}/products", r.add_product)
+    app.router.add_get("/api/rooms/{room_id}/comments", r.recent_comments)
+    app.router.add_get("/api/rooms/{room_id}/keywords", r.keywords)
+    app.router.add_get("/api/rooms/{room_id}/moderation", r.moderation_log)
     app.router.add_get("/api/orders", r.list_orders)
     app.router.add_get("/", r.page("index.html"))
     app.router.add_get("/rooms/{room_id}", r.page("room.html"))

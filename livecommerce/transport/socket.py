@@ -1,13 +1,18 @@
 """The Socket.IO side of a node: connections, room membership and delivery.
 
-python-socketio runs with its default in-process manager. Cross-node fan-out is the
-engine's job (per-room channels, subscribed only while this node has members), so this
-module only maps engine deliveries onto local Socket.IO rooms: ``r:<room_id>`` for room
-members and ``u:<user_id>`` for a user's own connections.
+python-socketio handles the protocol (handshake, pings, events, acks). Delivery does not
+go through its rooms: cross-node fan-out is the engine's job (per-room channels,
+subscribed only while this node has members), and the last hop — from a delivery to this
+node's connections — is :class:`Outbox`'s (encode once, write to each). Comments are held
+per room until the room's next tick and leave as one ``comment:batch`` per viewer
+(``features/comments/batching.py`` decides what each viewer sees); any other broadcast of
+the room first flushes the comments waiting before it, so viewers get seq order.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import TYPE_CHECKING, Any
 
 import socketio
@@ -15,7 +20,11 @@ import structlog
 
 from livecommerce import errors, jsonutil
 from livecommerce.engine import Broadcast
+from livecommerce.features.comments.batching import Batcher
+from livecommerce.features.comments.events import CommentEvent
+from livecommerce.settings import Settings
 from livecommerce.transport.dispatch import Connection, Dispatcher
+from livecommerce.transport.outbox import Frame, Outbox, websocket_class
 
 if TYPE_CHECKING:
     from livecommerce.app import Node
@@ -23,16 +32,8 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 
-def room_target(room_id: str) -> str:
-    return f"r:{room_id}"
-
-
-def user_target(user_id: str) -> str:
-    return f"u:{user_id}"
-
-
-def create_server() -> socketio.AsyncServer:
-    return socketio.AsyncServer(
+def create_server(settings: Settings) -> socketio.AsyncServer:
+    sio = socketio.AsyncServer(
         async_mode="aiohttp",
         json=jsonutil,
         cors_allowed_origins="*",
@@ -40,6 +41,13 @@ def create_server() -> socketio.AsyncServer:
         ping_interval=20,
         ping_timeout=20,
     )
+    t = settings.transport
+    # A copy: engineio keeps the driver table at module level, shared by every server.
+    sio.eio._async = {
+        **sio.eio._async,
+        "websocket": websocket_class(compress=t.ws_compression, sndbuf=t.ws_sndbuf),
+    }
+    return sio
 
 
 class SocketGateway:
@@ -48,6 +56,10 @@ class SocketGateway:
         self.node = node
         self.dispatcher = dispatcher
         self.conns: dict[str, Connection] = {}
+        t, c = node.settings.transport, node.settings.comments
+        self.outbox = Outbox(node.metrics, max_queue=t.out_queue_max, max_buffer=t.out_buffer_max)
+        self.batcher = Batcher(c.viewer_rate, c.tick_ms / 1000)
+        self._ticker: asyncio.Task[None] | None = None
         sio.on("connect", self._on_connect)
         sio.on("disconnect", self._on_disconnect)
         sio.on("*", self._on_event)
@@ -55,13 +67,70 @@ class SocketGateway:
     # -- engine sinks -------------------------------------------------------------------
 
     async def deliver_room(self, message: Broadcast) -> None:
-        await self.sio.emit(message.event, message.payload, room=room_target(message.room_id))
+        room_id = message.room_id
+        if message.event == CommentEvent.BATCH:
+            self.batcher.add(room_id, message.seq, message.payload["items"])
+            return
+        self.flush_comments(room_id)  # comments published before this go first
+        self.outbox.to_room(room_id, message.event, message.payload)
 
     async def deliver_user(self, user_id: str, event: str, payload: dict[str, Any]) -> None:
-        await self.sio.emit(event, payload, room=user_target(user_id))
+        self.outbox.to_user(user_id, event, payload)
 
     async def emit_to(self, conn: Connection, event: str, payload: dict[str, Any]) -> None:
-        await self.sio.emit(event, payload, to=conn.sid)
+        self.outbox.send(conn, Frame.encode(event, payload))
+
+    # -- comment ticks ------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._ticker = asyncio.create_task(self._tick_loop(), name="comment-ticks")
+
+    async def stop(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+
+    async def _tick_loop(self) -> None:
+        interval = self.batcher.tick_s
+        loop = asyncio.get_running_loop()
+        next_at = loop.time()
+        while True:
+            next_at += interval
+            await asyncio.sleep(max(0.0, next_at - loop.time()))
+            if loop.time() - next_at > interval:  # fell behind: don't try to catch up
+                next_at = loop.time()
+            for room_id in self.batcher.rooms():
+                try:
+                    self.flush_comments(room_id)
+                except Exception:
+                    log.exception("comment_tick_failed", room_id=room_id)
+
+    def flush_comments(self, room_id: str) -> None:
+        tick = self.batcher.take(room_id)
+        if tick is None:
+            return
+        metrics = self.node.metrics
+        metrics.comment_batch_items.observe(tick.received)
+        if tick.dropped:
+            metrics.comments_dropped.inc(tick.dropped)
+        members = self.outbox.members(room_id)
+        if not members:
+            return
+        personal: dict[str, Frame] = {}  # sid -> its own frame (senders among viewers)
+        for user_id, own in tick.own.items():
+            sids = [sid for sid in self.outbox.user_conns(user_id) if sid in members]
+            if sids:
+                frame = Frame.encode(CommentEvent.BATCH, tick.payload_for(room_id, own))
+                personal.update(dict.fromkeys(sids, frame))
+        shared = None
+        if tick.items or tick.dropped:
+            shared = Frame.encode(CommentEvent.BATCH, tick.payload_for(room_id))
+        send = self.outbox.send
+        for sid, conn in list(members.items()):
+            mine = personal.get(sid, shared)
+            if mine is not None:
+                send(conn, mine)
 
     # -- membership ---------------------------------------------------------------------
 
@@ -76,13 +145,16 @@ class SocketGateway:
         except BaseException:
             conn.rooms.discard(room_id)
             raise
-        await self.sio.enter_room(conn.sid, room_target(room_id))
+        if conn.sid in self.conns:  # not disconnected meanwhile
+            self.outbox.join(conn, room_id)
 
     async def leave(self, conn: Connection, room_id: str) -> None:
         if room_id not in conn.rooms:
             return
         conn.rooms.discard(room_id)
-        await self.sio.leave_room(conn.sid, room_target(room_id))
+        self.outbox.leave(conn, room_id)
+        if not self.outbox.members(room_id):
+            self.batcher.forget(room_id)
         await self.node.engine.room_local_leave(room_id)
 
     # -- socket.io callbacks ------------------------------------------------------------
@@ -99,12 +171,15 @@ class SocketGateway:
                     exc.message, exc.to_dict()
                 ) from None
         ip = str(environ.get("REMOTE_ADDR", ""))
-        conn = Connection(sid=sid, principal=principal, ip=ip)
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
+        conn = Connection(
+            sid=sid, principal=principal, ip=ip, eio=self.sio.eio.sockets.get(eio_sid)
+        )
         self.conns[sid] = conn
         self.node.metrics.connections.inc()
         if principal is not None:
+            self.outbox.add_user(conn, principal.id)
             await self.node.engine.user_local_join(principal.id)
-            await self.sio.enter_room(sid, user_target(principal.id))
 
     async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
         conn = self.conns.pop(sid, None)
@@ -117,6 +192,7 @@ class SocketGateway:
             except Exception as exc:
                 log.warning("leave_on_disconnect_failed", room_id=room_id, error=str(exc))
         if conn.principal is not None:
+            self.outbox.remove_user(conn, conn.principal.id)
             await self.node.engine.user_local_leave(conn.principal.id)
 
     async def _on_event(self, event: str, sid: str, *args: Any) -> dict[str, Any]:

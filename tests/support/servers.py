@@ -31,8 +31,14 @@ FAST_ENV = {
 
 class ServerProcess:
     def __init__(
-        self, node_id: str, database_url: str, redis_url: str | None, log_dir: Path
+        self,
+        node_id: str,
+        database_url: str,
+        redis_url: str | None,
+        log_dir: Path,
+        env: dict[str, str] | None = None,
     ) -> None:
+        self.extra_env = env or {}
         self.node_id = node_id
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -60,6 +66,7 @@ class ServerProcess:
             args += ["--redis", self.redis_url]
         env = {k: v for k, v in os.environ.items() if not k.startswith("LIVECOMMERCE_")}
         env.update(FAST_ENV)
+        env.update(self.extra_env)
         env["PYTHONPATH"] = str(ROOT)
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=log)

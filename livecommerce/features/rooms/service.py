@@ -238,7 +238,7 @@ class RoomService:
             "server_time": now_ms(),
             "seq": seq,
             "online": await self.engine.online(room_id),
-            "likes": await self.engine.get_int(keys.room_key(room_id, "likes")),
+            "likes": 0,
             "pinned_product": await self.pinned(room_id),
             "products": await self.products_of(room_id),
             "flashsales": [],
@@ -249,7 +249,11 @@ class RoomService:
             "me": await self._me(room_id, me),
         }
         for part in self._snapshot_parts:
-            state.update(await part(room_id, me))
+            extra = await part(room_id, me)
+            mine = extra.pop("me", None)
+            state.update(extra)
+            if mine and state["me"] is not None:
+                state["me"].update(mine)
         return state
 
     async def _me(self, room_id: str, me: Principal | None) -> dict[str, Any] | None:

@@ -1,0 +1,1 @@
+"""Bullet comments and likes."""

@@ -1,0 +1,1 @@
+"""Moderation: mutes, comment deletion, banned words and slow mode, with an audit trail."""

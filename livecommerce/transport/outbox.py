@@ -1,0 +1,187 @@
+"""Writing to connections: encode a frame once, hand the same bytes to every recipient.
+
+python-socketio's ``emit(room=...)`` makes one asyncio task per recipient per message,
+which caps a node at ~18k deliveries/s. Here a broadcast is encoded once into a complete
+WebSocket text frame (server frames are unmasked, so the bytes are the same for every
+viewer) and written straight to each connection's transport — a few microseconds each.
+
+A direct write is only safe when nothing else of that connection is in flight, or it
+could overtake an ack or an earlier broadcast. So it is used only when Engine.IO's writer
+task is idle on its empty queue; otherwise (long-polling, permessage-deflate, a writer
+busy with a backlog) the frame goes through that queue as one shared, pre-encoded
+Engine.IO packet, behind whatever is already there. Order per connection is kept either
+way.
+
+A connection that stops reading is cut off before it costs memory or anyone's time: its
+socket buffer (bytes) or its queue (frames) over the limit aborts its transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import struct
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import structlog
+from engineio import packet as eio_packet
+from engineio.async_drivers.aiohttp import WebSocket as EioWebSocket
+
+from livecommerce import jsonutil
+from livecommerce.observability import Metrics
+
+if TYPE_CHECKING:
+    from livecommerce.transport.dispatch import Connection
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One Socket.IO event, encoded once: a WebSocket frame and an Engine.IO packet."""
+
+    ws: bytes
+    packet: eio_packet.Packet
+
+    @classmethod
+    def encode(cls, event: str, payload: dict[str, Any]) -> Frame:
+        body = b"42" + jsonutil.dumpb([event, payload])  # Engine.IO message, SIO event
+        return cls(_ws_text_frame(body), eio_packet.Packet(eio_packet.MESSAGE, body[1:].decode()))
+
+
+def _ws_text_frame(payload: bytes) -> bytes:
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, size)
+    elif size < 65536:
+        header = struct.pack("!BBH", 0x81, 126, size)
+    else:
+        header = struct.pack("!BBQ", 0x81, 127, size)
+    return header + payload
+
+
+def websocket_class(*, compress: bool, sndbuf: int) -> type[EioWebSocket]:
+    """Engine.IO's aiohttp WebSocket, plus: the response is remembered on the Engine.IO
+    socket (``lc_ws``) for direct writes, compression is a setting, and SO_SNDBUF can be
+    capped so a stalled reader is noticed after kilobytes rather than megabytes."""
+
+    class WireWebSocket(EioWebSocket):  # type: ignore[misc]
+        async def __call__(self, environ: dict[str, Any]) -> Any:
+            from aiohttp.web import WebSocketResponse
+
+            request = environ["aiohttp.request"]
+            self._sock = WebSocketResponse(
+                max_msg_size=self.server.max_http_buffer_size, compress=compress
+            )
+            await self._sock.prepare(request)
+            raw = request.transport.get_extra_info("socket") if request.transport else None
+            if sndbuf and raw is not None:
+                raw.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, sndbuf)
+            owner = getattr(self.handler, "__self__", None)  # the Engine.IO socket
+            if owner is not None:
+                owner.lc_ws = self._sock
+            self.environ = environ
+            await self.handler(self)
+            return self._sock
+
+    return WireWebSocket
+
+
+class Outbox:
+    def __init__(self, metrics: Metrics, *, max_queue: int, max_buffer: int) -> None:
+        self.metrics = metrics
+        self.max_queue = max_queue
+        self.max_buffer = max_buffer
+        self.rooms: dict[str, dict[str, Connection]] = {}
+        self.users: dict[str, dict[str, Connection]] = {}
+        self._direct = metrics.frames.labels("direct")
+        self._queued = metrics.frames.labels("queued")
+
+    # -- membership ---------------------------------------------------------------------
+
+    def add_user(self, conn: Connection, user_id: str) -> None:
+        self.users.setdefault(user_id, {})[conn.sid] = conn
+
+    def remove_user(self, conn: Connection, user_id: str) -> None:
+        _discard(self.users, user_id, conn.sid)
+
+    def join(self, conn: Connection, room_id: str) -> None:
+        self.rooms.setdefault(room_id, {})[conn.sid] = conn
+
+    def leave(self, conn: Connection, room_id: str) -> None:
+        _discard(self.rooms, room_id, conn.sid)
+
+    def members(self, room_id: str) -> dict[str, Connection]:
+        return self.rooms.get(room_id, {})
+
+    def user_conns(self, user_id: str) -> dict[str, Connection]:
+        return self.users.get(user_id, {})
+
+    # -- writing ------------------------------------------------------------------------
+
+    def to_room(self, room_id: str, event: str, payload: dict[str, Any]) -> None:
+        members = self.rooms.get(room_id)
+        if members:
+            self.send_many(members.values(), Frame.encode(event, payload))
+
+    def to_user(self, user_id: str, event: str, payload: dict[str, Any]) -> None:
+        conns = self.users.get(user_id)
+        if conns:
+            self.send_many(conns.values(), Frame.encode(event, payload))
+
+    def send_many(self, conns: Iterable[Connection], frame: Frame) -> None:
+        for conn in list(conns):
+            self.send(conn, frame)
+
+    def send(self, conn: Connection, frame: Frame) -> None:
+        eio = conn.eio
+        if eio is None or eio.closed or eio.closing or conn.cut:
+            return
+        queue: asyncio.Queue[Any] = eio.queue
+        ws = getattr(eio, "lc_ws", None)
+        writer: Any = None if ws is None else ws._writer
+        transport: Any = None if writer is None else writer.transport
+        if transport is not None and transport.get_write_buffer_size() > self.max_buffer:
+            self._cut(conn, "socket buffer full")
+            return
+        # The writer task idles in queue.get() (a waiting getter) only when it holds
+        # nothing: then writing past it cannot overtake anything.
+        idle = not queue.qsize() and bool(getattr(queue, "_getters", None))
+        if idle and transport is not None and not writer.compress and not eio.upgrading:
+            if transport.is_closing():
+                return
+            transport.write(frame.ws)
+            self._direct.inc()
+            return
+        if queue.qsize() >= self.max_queue:
+            self._cut(conn, "queue full")
+            return
+        queue.put_nowait(frame.packet)
+        self._queued.inc()
+
+    def _cut(self, conn: Connection, why: str) -> None:
+        conn.cut = True
+        self.metrics.slow_cut.inc()
+        log.warning("slow_consumer_cut", sid=conn.sid, why=why)
+        ws = getattr(conn.eio, "lc_ws", None)
+        writer = None if ws is None else ws._writer
+        if writer is not None and writer.transport is not None:
+            writer.transport.abort()  # the reader sees the close; disconnect follows
+        elif conn.eio is not None:
+            conn.eio.queue.put_nowait(None)  # long-polling: ends the pending poll
+            task = asyncio.get_running_loop().create_task(conn.eio.close(wait=False, abort=True))
+            _background.add(task)
+            task.add_done_callback(_background.discard)
+
+
+_background: set[asyncio.Task[None]] = set()
+
+
+def _discard(index: dict[str, dict[str, Connection]], key: str, sid: str) -> None:
+    found = index.get(key)
+    if found is not None:
+        found.pop(sid, None)
+        if not found:
+            del index[key]
