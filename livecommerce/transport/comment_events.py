@@ -26,8 +26,11 @@ def register(on: Dispatcher, node: Node) -> None:
         p = call.payload
         if call.conn.comment_order is None:
             call.conn.comment_order = asyncio.Lock()
-        async with call.conn.comment_order:
-            comment_id = await node.comments.send(call.user, p.room_id, p.text, p.request_id)
+        async with call.conn.comment_order:  # queued in order; published in that order
+            comment_id, published = await node.comments.submit(
+                call.user, p.room_id, p.text, p.request_id
+            )
+        await published
         return {"id": comment_id}
 
     @on.on("like:send", LikeSend, Access.ACT)

@@ -93,6 +93,18 @@ class CommentService:
     # -- sending ------------------------------------------------------------------------
 
     async def send(self, user: Principal, room_id: str, text: str, request_id: str | None) -> str:
+        """Check and publish one comment; returns its id once every node has it."""
+        comment_id, published = await self.submit(user, room_id, text, request_id)
+        await published
+        return comment_id
+
+    async def submit(
+        self, user: Principal, room_id: str, text: str, request_id: str | None
+    ) -> tuple[str, asyncio.Future[None]]:
+        """Check a comment and queue it for publishing; returns its id and a future done
+        when it is published. Comments queued one after another are published in that
+        order (a caller serialising ``submit`` keeps a sender's order without waiting for
+        each publish)."""
         room = await self.rooms.get(room_id)
         if room.status != "live":
             raise errors.RoomNotLive(status=room.status)
@@ -108,15 +120,16 @@ class CommentService:
         comment_id = new_id("c")
         verdict = await self._gate(user, room_id, comment_id, request_id, role != "viewer")
         if "dup" in verdict:
-            return str(verdict["dup"])
+            done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            done.set_result(None)
+            return str(verdict["dup"]), done
         item = {
             "id": comment_id,
             "user": {"id": user.id, "name": user.name, "role": role},
             "text": text,
             "at": now_ms(),
         }
-        await self._publish(room_id, item)
-        return comment_id
+        return comment_id, self._enqueue(room_id, item)
 
     async def _gate(
         self, user: Principal, room_id: str, comment_id: str, request_id: str | None, exempt: bool
@@ -150,13 +163,13 @@ class CommentService:
 
     # -- crossing the cluster -----------------------------------------------------------
 
-    async def _publish(self, room_id: str, item: dict[str, Any]) -> None:
+    def _enqueue(self, room_id: str, item: dict[str, Any]) -> asyncio.Future[None]:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._outgoing.setdefault(room_id, []).append((item, done))
         task = self._publishers.get(room_id)
         if task is None or task.done():
             self._publishers[room_id] = asyncio.create_task(self._publisher(room_id))
-        await done
+        return done
 
     async def _publisher(self, room_id: str) -> None:
         # One task per room with comments waiting: batches leave in order, one at a time.

@@ -1,0 +1,123 @@
+"""The per-tick plan (pure) and, end to end, sampling under a flood: a viewer's own
+comments and those of the host and staff are never dropped, and every comment is either
+shown or counted in ``dropped``."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from livecommerce.features.comments.batching import Batcher, plan
+from tests.conftest import AppServer, make_user
+from tests.features.comments.conftest import live_room
+from tests.features.comments.test_service import joined
+from tests.support.client import Api, Client
+
+ClientFactory = Callable[..., Awaitable[Client]]
+ApiFactory = Callable[[str], Api]
+NodeFactory = Callable[..., Awaitable[AppServer]]
+
+
+def _item(i: int, user: str, role: str = "viewer", text: str | None = None) -> dict[str, Any]:
+    return {"id": f"c{i}", "user": {"id": user, "name": user, "role": role},
+            "text": text or f"t{i}", "at": 1000 + i}  # fmt: skip
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_plan_shows_priority_samples_the_rest_and_accounts_for_everything(seed: int) -> None:
+    rng = random.Random(seed)
+    items = []
+    for i in range(rng.randint(0, 60)):
+        role = rng.choice(["viewer"] * 8 + ["host", "staff"])
+        text = rng.choice(["666", "hi", None, None, None])
+        items.append(_item(i, f"u{rng.randint(0, 15)}", role, text))
+    budget = rng.randint(0, 6)
+    tick = plan(7, items, budget, rng)
+    priority = [i for i in items if i["user"]["role"] != "viewer"]
+    assert all(p in tick.items for p in priority)
+    shown_normal = [i for i in tick.items if i["user"]["role"] == "viewer"]
+    assert len(shown_normal) <= max(0, budget - len(priority))
+    assert [i["at"] for i in tick.items] == sorted(i["at"] for i in tick.items)
+    represented = sum(i.get("count", 1) for i in tick.items)
+    assert represented + tick.dropped == len(items)
+    for user, own in tick.own.items():  # a sender's frame has every comment of theirs
+        mine = {i["id"] for i in items if i["user"]["id"] == user and i["user"]["role"] == "viewer"}
+        frame = tick.payload_for("r", own)
+        ids = {i["id"] for i in frame["items"]}
+        assert mine <= ids
+        assert frame.get("dropped", 0) == tick.dropped - len(tick.dropped_ids & mine)
+
+
+def test_budget_follows_the_viewer_rate_without_bursting_after_quiet() -> None:
+    batcher = Batcher(viewer_rate=30, tick_s=0.1, rng=random.Random(1))
+    shown = 0
+    for _ in range(10):
+        batcher.add("r", 1, [_item(i, f"u{i}") for i in range(100)])
+        tick = batcher.take("r")
+        assert tick is not None and len(tick.items) <= 4
+        shown += len(tick.items)
+        batcher._budget["r"] = (batcher._budget["r"][0], batcher._budget["r"][1] - 0.1)
+    assert 25 <= shown <= 40  # ~30 per simulated second
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_flood_never_drops_own_host_or_staff_comments(
+    seed: int, node_factory: NodeFactory, api_factory: ApiFactory, client_factory: ClientFactory
+) -> None:
+    rng = random.Random(seed)
+    server = await node_factory(comments={"viewer_rate": 10, "rate_per_s": 200, "burst": 200})
+    room = await live_room(server, api_factory(server.url))
+    rid = room.room_id
+    me = await joined(client_factory, room, (await room.api.guest("me"))[0])
+    bystander = await joined(client_factory, room, None)
+    host = await joined(client_factory, room, room.host)
+    staff = await joined(client_factory, room, await make_user(server.node, f"st{seed}", "staff"))
+    flood = [
+        await joined(client_factory, room, (await room.api.guest(f"f{i}"))[0]) for i in range(25)
+    ]
+
+    async def talk(client: Client, tag: str, n: int) -> list[str]:
+        ids = []
+        for i in range(n):
+            await asyncio.sleep(rng.random() * 0.08)
+            ack = await client.ok(
+                "comment:send", {"room_id": rid, "text": f"{tag}-{i}-{rng.random()}"}
+            )
+            ids.append(ack["id"])
+        return ids
+
+    results = await asyncio.gather(
+        talk(me, "mine", 6), talk(host, "host", 6), talk(staff, "staff", 4),
+        *(talk(c, f"flood{n}", 12) for n, c in enumerate(flood)),
+    )  # fmt: skip
+    sent = sum(len(r) for r in results)
+    mine, hosts, staffs = set(results[0]), set(results[1]), set(results[2])
+
+    def tally(client: Client) -> tuple[set[str], int, int]:
+        batches = client.received("comment:batch")
+        ids = {i["id"] for b in batches for i in b["items"]}
+        shown = sum(i.get("count", 1) for b in batches for i in b["items"])
+        return ids, shown, sum(b.get("dropped", 0) for b in batches)
+
+    async def settled(client: Client) -> None:
+        for _ in range(200):
+            _, shown, dropped = tally(client)
+            if shown + dropped >= sent:
+                return
+            await asyncio.sleep(0.05)
+
+    for client in (me, bystander):
+        await settled(client)
+        ids, shown, dropped = tally(client)
+        assert hosts | staffs <= ids, "a host or staff comment was dropped"
+        assert shown + dropped == sent  # everything shown or accounted for
+        assert dropped > sent // 2  # the flood really was sampled
+    my_ids, _, _ = tally(me)
+    assert mine <= my_ids, "one of my own comments was dropped for me"
+    for batch in bystander.received("comment:batch"):  # the cap: ~1 normal comment a tick
+        normal = [i for i in batch["items"] if i["user"]["role"] == "viewer"]
+        assert len(normal) <= 2, batch

@@ -1,0 +1,69 @@
+"""A bare-socket Engine.IO client that can stop reading: the slow consumer of the tests.
+
+Everything else in the suite uses real Socket.IO clients; this one exists because they
+always read. It speaks just enough: the WebSocket upgrade, masked text frames, the
+Socket.IO connect and one event, then never reads again (with a tiny receive buffer, so
+the server's writes back up after a few kilobytes instead of megabytes).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import socket
+import struct
+from urllib.parse import urlparse
+
+from livecommerce import jsonutil
+
+
+def _masked_text(payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    size = len(payload)
+    if size < 126:
+        header = struct.pack("!BB", 0x81, 0x80 | size)
+    else:
+        header = struct.pack("!BBH", 0x81, 0x80 | 126, size)
+    return header + mask + body
+
+
+class StalledClient:
+    def __init__(self, url: str, rcvbuf: int = 4096) -> None:
+        parsed = urlparse(url)
+        self.host, self.port = parsed.hostname or "127.0.0.1", parsed.port or 80
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
+        self.sock.setblocking(False)
+
+    async def connect_and_join(self, room_id: str) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.sock_connect(self.sock, (self.host, self.port))
+        key = base64.b64encode(os.urandom(16)).decode()
+        request = (
+            "GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\n"
+            f"Host: {self.host}:{self.port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        )
+        await loop.sock_sendall(self.sock, request.encode())
+        await self._read_until(b"\r\n\r\n")  # the 101
+        await self._read_until(b"0{")  # Engine.IO open
+        await loop.sock_sendall(self.sock, _masked_text(b"40"))
+        await self._read_until(b"40{")  # Socket.IO connected
+        join = b'420["room:join",' + jsonutil.dumpb({"room_id": room_id}) + b"]"
+        await loop.sock_sendall(self.sock, _masked_text(join))
+        await self._read_until(b"430[")  # the join ack; from here on nothing is read
+
+    async def _read_until(self, marker: bytes, timeout: float = 5) -> None:
+        loop = asyncio.get_running_loop()
+        seen = b""
+        async with asyncio.timeout(timeout):
+            while marker not in seen:
+                chunk = await loop.sock_recv(self.sock, 65536)
+                if not chunk:
+                    raise ConnectionError("closed during the handshake")
+                seen += chunk
+
+    def close(self) -> None:
+        self.sock.close()
