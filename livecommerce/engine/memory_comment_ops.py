@@ -134,17 +134,18 @@ def comment_delete(s: OpsState, keys: list[str], args: list[Any]) -> Any:
 
 
 def comment_recent(s: OpsState, keys: list[str], args: list[Any]) -> Any:
-    newest_first = s.lists.get(keys[0], [])[: int(args[0])]
+    newest_first = s.lists.get(keys[0], [])[: max(0, int(args[0]))]
     return [jsonutil.loads(raw) for raw in reversed(newest_first)]
 
 
 def keyword_top(s: OpsState, keys: list[str], args: list[Any]) -> Any:
     _sweep_zsets(s)
-    n = int(args[0])
+    n = max(0, int(args[0]))
     sums: dict[str, float] = {}
     for key in keys:
         counts, _ = s.zsets.get(key, ({}, 0.0))
-        top = sorted(counts.items(), key=lambda kv: (-kv[1], kv[0]))[:n]
+        # ZREVRANGE order: score, then member, both descending (ties keep the highest).
+        top = sorted(counts.items(), key=lambda kv: (kv[1], kv[0]), reverse=True)[:n]
         for word, count in top:
             sums[word] = sums.get(word, 0.0) + count
     return sums

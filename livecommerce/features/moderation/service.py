@@ -116,7 +116,7 @@ class ModerationService:
         self.comments.forget_rules(room_id)
         if added or removed:
             await self._record(actor, room_id, "banned_words", reason, add=added, remove=removed)
-        return {"words": result["words"]}
+        return {"words": sorted(result["words"])}  # code points, whatever Redis's locale
 
     async def slow_mode(
         self, actor: Principal, room_id: str, interval_s: int, reason: str | None
