@@ -25,7 +25,7 @@ async def test_a_stalled_reader_is_cut_off_without_delaying_the_room(
     node_factory: NodeFactory, api_factory: ApiFactory, client_factory: ClientFactory
 ) -> None:
     server = await node_factory(
-        transport={"out_buffer_max": 32_768, "out_queue_max": 16, "ws_sndbuf": 8192}
+        transport={"out_buffer_max": 32_768, "ws_sndbuf": 8192}
     )
     room = await live_room(server, api_factory(server.url))
     watcher = await joined(client_factory, room, None)
