@@ -286,3 +286,27 @@ class ModerationAction(Base):
             "reason": self.reason,
             "created_at": self.created_at,
         }
+
+
+class Draw(Base):
+    """A lucky draw. ``seed_hex`` stays secret until the draw is drawn; ``commitment``
+    (its SHA-256) is public from the start, so the result can be checked by anyone."""
+
+    __tablename__ = "draws"
+    __table_args__ = (Index(None, "room_id"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    room_id: Mapped[str] = mapped_column(String(64))
+    prize: Mapped[str] = mapped_column(Text)
+    winners: Mapped[int]
+    entry_type: Mapped[str] = mapped_column(String(16))  # comment | anyone
+    keyword: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
+    ends_at: Mapped[int] = mapped_column(BigInteger)
+    status: Mapped[str] = mapped_column(String(16), default="open")  # open | drawn
+    seed_hex: Mapped[str] = mapped_column(String(64))
+    commitment: Mapped[str] = mapped_column(String(64))
+    entrants_json: Mapped[str | None] = mapped_column(Text)  # ids in the order used
+    winners_json: Mapped[str | None] = mapped_column(Text)  # [{"id", "name"}]
+    entrants_count: Mapped[int] = mapped_column(default=0)
+    drawn_at: Mapped[int | None] = mapped_column(BigInteger)
