@@ -15,6 +15,7 @@ from livecommerce.features.comments.keywords import warm_up
 from livecommerce.features.comments.likes import LikeService
 from livecommerce.features.comments.service import CommentService
 from livecommerce.features.comments.writer import CommentWriter
+from livecommerce.features.draws.service import DrawService
 from livecommerce.features.flashsale.orders import OrderWriter
 from livecommerce.features.flashsale.reconcile import reconcile
 from livecommerce.features.flashsale.service import FlashSaleService
@@ -24,11 +25,12 @@ from livecommerce.features.rooms.service import RoomService
 from livecommerce.observability import Metrics
 from livecommerce.persistence.commerce import FlashSales, Payments
 from livecommerce.persistence.db import Database
+from livecommerce.persistence.draws import Draws
 from livecommerce.persistence.migrate import migrate
 from livecommerce.persistence.repositories import Orders, Products, Rooms, Secrets, Users
 from livecommerce.persistence.social import Audit, Comments, LikeTotals
 from livecommerce.settings import Settings
-from livecommerce.transport import comment_events, flashsale_events, room_events
+from livecommerce.transport import comment_events, draw_events, flashsale_events, room_events
 from livecommerce.transport.dispatch import Dispatcher
 from livecommerce.transport.http import add_routes
 from livecommerce.transport.socket import SocketGateway, create_server
@@ -52,6 +54,7 @@ class Node:
     likes: LikeService
     moderation: ModerationService
     audit: Audit
+    draws: DrawService
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -86,6 +89,9 @@ class Node:
         self.moderation = ModerationService(
             self.engine, self.rooms, self.comments, self.users, self.audit, stored
         )
+        self.draws = DrawService(
+            self.engine, self.rooms, self.comments, Draws(self.db), s.draws.min_duration_s
+        )
         self.metrics.watch(
             "livecommerce_timers_fired",
             "Timers fired by this node",
@@ -105,6 +111,7 @@ class Node:
 
     async def stop(self) -> None:
         await self.flashsales.close()
+        await self.draws.close()
         await self.comments.close()
         await self.likes.close()
         with contextlib.suppress(Exception):
@@ -126,6 +133,7 @@ def create_app(settings: Settings) -> web.Application:
     room_events.register(dispatcher, gateway, node)
     flashsale_events.register(dispatcher, node)
     comment_events.register(dispatcher, node)
+    draw_events.register(dispatcher, node)
     sio.attach(app)
     add_routes(app, node)
 
@@ -134,6 +142,8 @@ def create_app(settings: Settings) -> web.Application:
         node.engine.set_sinks(gateway.deliver_room, gateway.deliver_user)
         await node.engine.start()
         gateway.start()
+        node.draws.local_members = gateway.signed_in_members
+        node.draws.start()
         reconciling = asyncio.create_task(node.reconcile())
         # jieba loads its dictionary (~1 s) in a thread, not on the first Chinese comment.
         warming = asyncio.create_task(asyncio.to_thread(warm_up))

@@ -103,6 +103,11 @@ class TransportSettings(_Section):
     ws_compression: bool = False
 
 
+class DrawSettings(_Section):
+    #: Shortest draw window accepted (PROTOCOL.md: 10 s; tests lower it).
+    min_duration_s: int = Field(10, ge=1)
+
+
 class Settings(_Section):
     server: ServerSettings = ServerSettings()
     redis: RedisSettings = RedisSettings()
@@ -113,6 +118,7 @@ class Settings(_Section):
     comments: CommentSettings = CommentSettings()
     likes: LikeSettings = LikeSettings()
     transport: TransportSettings = TransportSettings()
+    draws: DrawSettings = DrawSettings()
     demo: bool = False
 
     @property

@@ -82,6 +82,21 @@ async def app_server(db_url: str) -> AsyncIterator[AppServer]:
 
 
 @pytest.fixture
+async def node_factory(db_url: str) -> AsyncIterator[Callable[..., Awaitable[AppServer]]]:
+    """``await node_factory(**sections)``: in-process nodes with tuned settings, sharing
+    the test's database."""
+    servers: list[AppServer] = []
+
+    async def make(**overrides: dict[str, Any]) -> AppServer:
+        servers.append(await start_app(db_url, **overrides))
+        return servers[-1]
+
+    yield make
+    for server in servers:
+        await server.server.close()
+
+
+@pytest.fixture
 async def api_factory() -> AsyncIterator[Callable[[str], Api]]:
     apis: list[Api] = []
 

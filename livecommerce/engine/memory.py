@@ -22,6 +22,7 @@ from typing import Any
 from livecommerce import jsonutil
 from livecommerce.engine.base import Broadcast, DueTimer, Engine, LogEntry, Reservation
 from livecommerce.engine.memory_comment_ops import COMMENT_OPS
+from livecommerce.engine.memory_draw_ops import DRAW_OPS
 from livecommerce.engine.memory_ops import OPS, OpsState
 
 #: A store sweeps expired keys and idle rate buckets once per this many writes.
@@ -120,7 +121,7 @@ class MemoryStore:
                 del self.buckets[key]
 
 
-_OPS = {**OPS, **COMMENT_OPS}
+_OPS = {**OPS, **COMMENT_OPS, **DRAW_OPS}
 
 
 class MemoryEngine(Engine):

@@ -189,6 +189,9 @@ class Routes:
         actions = await self.node.audit.list_for_room(request.match_info["room_id"])
         return json_response({"actions": [a.to_public() for a in actions]})
 
+    async def draw_proof(self, request: web.Request) -> web.Response:
+        return json_response(await self.node.draws.proof(request.match_info["draw_id"]))
+
     # -- pages --------------------------------------------------------------------------
 
     def page(self, name: str) -> Handler:
@@ -218,6 +221,7 @@ def add_routes(app: web.Application, node: Node) -> None:
     app.router.add_get("/api/rooms/{room_id}/keywords", r.keywords)
     app.router.add_get("/api/rooms/{room_id}/moderation", r.moderation_log)
     app.router.add_get("/api/orders", r.list_orders)
+    app.router.add_get("/api/draws/{draw_id}/proof", r.draw_proof)
     app.router.add_get("/", r.page("index.html"))
     app.router.add_get("/rooms/{room_id}", r.page("room.html"))
     app.router.add_static("/static/", STATIC, follow_symlinks=False)

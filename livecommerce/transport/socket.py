@@ -134,6 +134,11 @@ class SocketGateway:
 
     # -- membership ---------------------------------------------------------------------
 
+    def signed_in_members(self, room_id: str) -> set[str]:
+        """User ids of this node's signed-in connections in the room."""
+        members = self.outbox.members(room_id).values()
+        return {c.principal.id for c in members if c.principal is not None}
+
     async def join(self, conn: Connection, room_id: str) -> None:
         """Subscribe this node (if it is the first local member) and add the connection.
         Returns once every later broadcast of the room will reach it."""

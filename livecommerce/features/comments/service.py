@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,7 @@ log = structlog.get_logger(__name__)
 COMMENT_LOG = "comments"
 IDEMPOTENCY_TTL_MS = 3600 * 1000
 KEYWORDS_PER_MINUTE = 100
+CommentHook = Callable[[str, Principal, str], Awaitable[None]]
 
 
 def settings_key(room_id: str) -> str:
@@ -88,7 +90,13 @@ class CommentService:
         self._outgoing: dict[str, list[tuple[dict[str, Any], asyncio.Future[None]]]] = {}
         self._publishers: dict[str, asyncio.Task[None]] = {}
         self._logged_rooms: set[str] = set()
+        self._hooks: list[CommentHook] = []
         rooms.add_snapshot_part(self._snapshot)
+
+    def add_hook(self, hook: CommentHook) -> None:
+        """Call ``hook(room_id, user, text)`` for every accepted comment (draw entries).
+        A failing hook is logged; the comment stands."""
+        self._hooks.append(hook)
 
     # -- sending ------------------------------------------------------------------------
 
@@ -129,6 +137,11 @@ class CommentService:
             "text": text,
             "at": now_ms(),
         }
+        for hook in self._hooks:
+            try:
+                await hook(room_id, user, text)
+            except Exception:
+                log.exception("comment_hook_failed", room_id=room_id)
         return comment_id, self._enqueue(room_id, item)
 
     async def _gate(

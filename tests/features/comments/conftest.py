@@ -1,14 +1,10 @@
-"""Fixtures for comment tests: a node whose limits a test can tune, and a live room."""
+"""Helpers for comment tests: a live room."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
-import pytest
-
-from tests.conftest import AppServer, make_user, start_app
+from tests.conftest import AppServer, make_user
 from tests.support.client import Api
 
 
@@ -18,19 +14,6 @@ class LiveRoom:
     api: Api
     host: str  # token
     room_id: str
-
-
-@pytest.fixture
-async def node_factory(db_url: str) -> AsyncIterator[Callable[..., Awaitable[AppServer]]]:
-    servers: list[AppServer] = []
-
-    async def make(**overrides: dict[str, Any]) -> AppServer:
-        servers.append(await start_app(db_url, **overrides))
-        return servers[-1]
-
-    yield make
-    for server in servers:
-        await server.server.close()
 
 
 async def live_room(server: AppServer, api: Api, host_name: str = "anchor") -> LiveRoom:

@@ -24,9 +24,7 @@ def metric(server: AppServer, name: str) -> float:
 async def test_a_stalled_reader_is_cut_off_without_delaying_the_room(
     node_factory: NodeFactory, api_factory: ApiFactory, client_factory: ClientFactory
 ) -> None:
-    server = await node_factory(
-        transport={"out_buffer_max": 32_768, "ws_sndbuf": 8192}
-    )
+    server = await node_factory(transport={"out_buffer_max": 32_768, "ws_sndbuf": 8192})
     room = await live_room(server, api_factory(server.url))
     watcher = await joined(client_factory, room, None)
     host = await joined(client_factory, room, room.host)

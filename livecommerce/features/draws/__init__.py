@@ -1,0 +1,1 @@
+"""Lucky draws (福袋) with a published commitment, so anyone can check the winners."""
