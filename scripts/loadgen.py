@@ -40,7 +40,7 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
 from typing import Any
@@ -380,7 +380,56 @@ def split(clients: Sequence[Client], workers: int) -> list[tuple[Client, ...]]:
     return [tuple(clients[w * n // workers : (w + 1) * n // workers]) for w in range(workers)]
 
 
-class LoadGen:
+class WorkerPool:
+    """Spawned worker processes with a pipe each (LoadGen here, CommentLoad in
+    scripts/comment_loadgen.py)."""
+
+    def __init__(self) -> None:
+        self.procs: list[multiprocessing.process.BaseProcess] = []
+        self.pipes: list[Connection] = []
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p.pid is not None]
+
+    def spawn(self, target: Callable[..., None], *args: Any) -> None:
+        """One more worker running ``target(*args, pipe)`` in a fresh interpreter."""
+        ctx = multiprocessing.get_context("spawn")
+        mine, theirs = ctx.Pipe()
+        proc = ctx.Process(target=target, args=(*args, theirs), daemon=True)
+        proc.start()
+        theirs.close()
+        self.procs.append(proc)
+        self.pipes.append(mine)
+
+    async def gather(self, timeout_s: float) -> list[Any]:
+        """One message from each worker, in order; TimeoutError past ``timeout_s`` in all."""
+        deadline = time.monotonic() + timeout_s
+        return [await asyncio.to_thread(_recv, pipe, deadline) for pipe in self.pipes]
+
+    async def close(self) -> None:
+        """Ask every worker to stop, give them 10 s in all, then kill what is left."""
+        for pipe in self.pipes:
+            with contextlib.suppress(OSError, ValueError):
+                pipe.send(("stop",))
+        deadline = time.monotonic() + 10
+        for proc in self.procs:
+            await asyncio.to_thread(proc.join, max(0.1, deadline - time.monotonic()))
+            if proc.is_alive():
+                proc.kill()
+                await asyncio.to_thread(proc.join, 5)
+        for pipe in self.pipes:
+            pipe.close()
+        self.procs, self.pipes = [], []
+
+
+def _recv(pipe: Connection, deadline: float) -> Any:
+    if not pipe.poll(max(0.0, deadline - time.monotonic())):
+        raise TimeoutError("a load generator worker did not answer in time")
+    return pipe.recv()
+
+
+class LoadGen(WorkerPool):
     def __init__(
         self,
         urls: Sequence[str],
@@ -398,27 +447,16 @@ class LoadGen:
             for w, block in enumerate(split(clients, max(1, min(workers, len(clients)))))
         ]
         self.connect_timeout_s = connect_timeout_s
-        self.procs: list[multiprocessing.process.BaseProcess] = []
-        self.pipes: list[Connection] = []
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs if p.pid is not None]
+        super().__init__()
 
     async def start(self) -> ConnectStats:
         """Spawn the workers and connect every client; returns the merged connect stats."""
-        ctx = multiprocessing.get_context("spawn")
         started = time.monotonic()
         for job in self.jobs:
-            parent_end, child_end = ctx.Pipe()
-            proc = ctx.Process(target=worker_main, args=(job, child_end), daemon=True)
-            proc.start()
-            child_end.close()
-            self.procs.append(proc)
-            self.pipes.append(parent_end)
+            self.spawn(worker_main, job)
         total = ConnectStats()
         budget = self.connect_timeout_s + 30 + len(self.jobs[0].clients) / 100
-        for tag, stats in await self._gather(budget):
+        for tag, stats in await self.gather(budget):
             assert tag == "ready", tag
             total.connected += stats.connected
             total.failed += stats.failed
@@ -443,37 +481,13 @@ class LoadGen:
         replies: list[Reply] = []
         spreads: list[float] = []
         examples: dict[str, str] = {}
-        for tag, (worker_replies, spread, seen) in await self._gather(lead_s + deadline_s + 30):
+        for tag, (worker_replies, spread, seen) in await self.gather(lead_s + deadline_s + 30):
             assert tag == "result", tag
             replies.extend(worker_replies)
             spreads.append(spread)
             examples = seen | examples
         replies.sort(key=lambda r: r.client)
         return RoundResult(event, fire_at, replies, spreads, examples)
-
-    async def close(self) -> None:
-        for pipe in self.pipes:
-            with contextlib.suppress(OSError, ValueError):
-                pipe.send(("stop",))
-        deadline = time.monotonic() + 10
-        for proc in self.procs:
-            await asyncio.to_thread(proc.join, max(0.1, deadline - time.monotonic()))
-            if proc.is_alive():
-                proc.kill()
-                await asyncio.to_thread(proc.join, 5)
-        for pipe in self.pipes:
-            pipe.close()
-        self.procs, self.pipes = [], []
-
-    async def _gather(self, timeout_s: float) -> list[Any]:
-        deadline = time.monotonic() + timeout_s
-        return [await asyncio.to_thread(_recv, pipe, deadline) for pipe in self.pipes]
-
-
-def _recv(pipe: Connection, deadline: float) -> Any:
-    if not pipe.poll(max(0.0, deadline - time.monotonic())):
-        raise TimeoutError("a load generator worker did not answer in time")
-    return pipe.recv()
 
 
 # -- tokens ------------------------------------------------------------------------
