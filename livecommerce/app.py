@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
+from typing import Any
 
 import structlog
 from aiohttp import web
@@ -19,18 +20,29 @@ from livecommerce.features.draws.service import DrawService
 from livecommerce.features.flashsale.orders import OrderWriter
 from livecommerce.features.flashsale.reconcile import reconcile
 from livecommerce.features.flashsale.service import FlashSaleService
+from livecommerce.features.groupbuy.reconcile import reconcile as reconcile_groups
+from livecommerce.features.groupbuy.service import GroupBuyService
 from livecommerce.features.moderation.service import ModerationService
 from livecommerce.features.payments.provider import SandboxProvider
+from livecommerce.features.pk.service import PkService
 from livecommerce.features.rooms.service import RoomService
 from livecommerce.observability import Metrics
 from livecommerce.persistence.commerce import FlashSales, Payments
 from livecommerce.persistence.db import Database
-from livecommerce.persistence.draws import Draws
+from livecommerce.persistence.draws import Draws, PkBattles
+from livecommerce.persistence.groupbuy import Coupons, GroupCampaigns, GroupRecords
 from livecommerce.persistence.migrate import migrate
 from livecommerce.persistence.repositories import Orders, Products, Rooms, Secrets, Users
 from livecommerce.persistence.social import Audit, Comments, LikeTotals
 from livecommerce.settings import Settings
-from livecommerce.transport import comment_events, draw_events, flashsale_events, room_events
+from livecommerce.transport import (
+    comment_events,
+    draw_events,
+    flashsale_events,
+    groupbuy_events,
+    pk_events,
+    room_events,
+)
 from livecommerce.transport.dispatch import Dispatcher
 from livecommerce.transport.http import add_routes
 from livecommerce.transport.socket import SocketGateway, create_server
@@ -55,6 +67,8 @@ class Node:
     moderation: ModerationService
     audit: Audit
     draws: DrawService
+    pk: PkService
+    groupbuys: GroupBuyService
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -75,7 +89,10 @@ class Node:
         )
         pay = s.payments
         self.payments = SandboxProvider(
-            Payments(self.db), pay.sandbox_decline_prefix, pay.sandbox_latency_ms
+            Payments(self.db),
+            pay.sandbox_decline_prefix,
+            pay.sandbox_latency_ms,
+            pay.sandbox_refund_latency_ms,
         )
         self.flashsales = FlashSaleService(
             self.engine, self.rooms, FlashSales(self.db), self.orders, self.payments
@@ -92,6 +109,20 @@ class Node:
         self.draws = DrawService(
             self.engine, self.rooms, self.comments, Draws(self.db), s.draws.min_duration_s
         )
+        self.pk = PkService(self.engine, self.rooms, self.users, PkBattles(self.db), s.pk)
+        self.groupbuys = GroupBuyService(
+            self.engine,
+            self.rooms,
+            GroupCampaigns(self.db),
+            GroupRecords(self.db),
+            Coupons(self.db),
+            self.payments,
+            min_ttl_s=s.groupbuy.min_ttl_s,
+            coupon_cents=s.groupbuy.coupon_cents,
+        )
+        self.flashsales.paid_hooks.append(self._paid)
+        self.groupbuys.confirmed_hooks.append(self._paid)  # a group's orders, once it succeeds
+        self.likes.add_hook(self._liked)
         self.metrics.watch(
             "livecommerce_timers_fired",
             "Timers fired by this node",
@@ -103,15 +134,27 @@ class Node:
             lambda: len(self.engine.local_rooms()),
         )
 
+    async def _paid(self, order: dict[str, Any]) -> None:
+        amounts = {order["user_id"]: order["amount_cents"]}
+        await self.pk.add_scores(order["room_id"], amounts, "sales")
+
+    async def _liked(self, room_id: str, taps: Mapping[str, int]) -> None:
+        await self.pk.add_scores(room_id, taps, "likes")
+
     async def reconcile(self) -> None:
         try:
             await reconcile(self.flashsales)
         except Exception:
             log.exception("reconcile_failed")
+        try:
+            await reconcile_groups(self.groupbuys)
+        except Exception:
+            log.exception("groupbuy_reconcile_failed")
 
     async def stop(self) -> None:
         await self.flashsales.close()
         await self.draws.close()
+        await self.pk.close()
         await self.comments.close()
         await self.likes.close()
         with contextlib.suppress(Exception):
@@ -134,6 +177,8 @@ def create_app(settings: Settings) -> web.Application:
     flashsale_events.register(dispatcher, node)
     comment_events.register(dispatcher, node)
     draw_events.register(dispatcher, node)
+    pk_events.register(dispatcher, node)
+    groupbuy_events.register(dispatcher, node)
     sio.attach(app)
     add_routes(app, node)
 
@@ -145,7 +190,7 @@ def create_app(settings: Settings) -> web.Application:
         node.draws.local_members = gateway.signed_in_members
         node.draws.start()
         reconciling = asyncio.create_task(node.reconcile())
-        # jieba loads its dictionary (~1 s) in a thread, not on the first Chinese comment.
+        # jieba loads its dictionary (~1 s) now, in a thread, not on the first comment.
         warming = asyncio.create_task(asyncio.to_thread(warm_up))
         log.info("node_started", node_id=node.node_id, engine=node.engine.kind)
         yield

@@ -64,6 +64,8 @@ class PaymentSettings(_Section):
     #: The sandbox declines buyers whose display name starts with this (empty: never).
     sandbox_decline_prefix: str = ""
     sandbox_latency_ms: int = Field(0, ge=0)
+    #: Simulated latency of a refund (failure drills: a node killed mid-settlement).
+    sandbox_refund_latency_ms: int = Field(0, ge=0)
 
 
 class CommentSettings(_Section):
@@ -108,6 +110,22 @@ class DrawSettings(_Section):
     min_duration_s: int = Field(10, ge=1)
 
 
+class PkSettings(_Section):
+    #: Shortest fight accepted (PROTOCOL.md: 30 s; tests lower it).
+    min_duration_s: int = Field(30, ge=1)
+    #: An invitation nobody answers lapses after this.
+    invite_ttl_s: float = Field(30.0, gt=0)
+    #: pk:update for score changes at most this often (cluster-wide, roughly).
+    update_ms: int = Field(250, ge=50)
+
+
+class GroupBuySettings(_Section):
+    #: Shortest group_ttl_s accepted (PROTOCOL.md: 60 s; tests lower it).
+    min_ttl_s: int = Field(60, ge=1)
+    #: Compensation coupon credited to each member of a failed group (0: none).
+    coupon_cents: int = Field(500, ge=0)
+
+
 class Settings(_Section):
     server: ServerSettings = ServerSettings()
     redis: RedisSettings = RedisSettings()
@@ -119,6 +137,8 @@ class Settings(_Section):
     likes: LikeSettings = LikeSettings()
     transport: TransportSettings = TransportSettings()
     draws: DrawSettings = DrawSettings()
+    pk: PkSettings = PkSettings()
+    groupbuy: GroupBuySettings = GroupBuySettings()
     demo: bool = False
 
     @property

@@ -86,3 +86,18 @@ def log_registry(log: str) -> str:
 def order_locator(order_id: str) -> str:
     """order id -> "<room_id> <sale_id>", so any node can find an order's room slot."""
     return f"{PREFIX}{{order:{order_id}}}:loc"
+
+
+# -- PK battles ------------------------------------------------------------------------
+# A PK spans two rooms (two slots), so its keys share a tag of their own: every PK step is
+# one script in one slot, and "a room is in at most one PK" is checked in that slot.
+PK_TAG = f"{PREFIX}{{pk}}"
+
+
+def pk_room(room_id: str) -> str:
+    """room id -> the id of the PK the room is in (invited, fighting or punishing)."""
+    return f"{PK_TAG}:room:{room_id}"
+
+
+def pk_key(pk_id: str, *parts: str) -> str:
+    return ":".join((PK_TAG, "pk", pk_id, *parts))

@@ -23,7 +23,9 @@ from livecommerce import jsonutil
 from livecommerce.engine.base import Broadcast, DueTimer, Engine, LogEntry, Reservation
 from livecommerce.engine.memory_comment_ops import COMMENT_OPS
 from livecommerce.engine.memory_draw_ops import DRAW_OPS
+from livecommerce.engine.memory_group_ops import GROUP_OPS
 from livecommerce.engine.memory_ops import OPS, OpsState
+from livecommerce.engine.memory_pk_ops import PK_OPS
 
 #: A store sweeps expired keys and idle rate buckets once per this many writes.
 _SWEEP_EVERY = 1024
@@ -121,7 +123,7 @@ class MemoryStore:
                 del self.buckets[key]
 
 
-_OPS = {**OPS, **COMMENT_OPS, **DRAW_OPS}
+_OPS = {**OPS, **COMMENT_OPS, **DRAW_OPS, **PK_OPS, **GROUP_OPS}
 
 
 class MemoryEngine(Engine):

@@ -46,7 +46,7 @@ def _bucket(raw: str) -> tuple[float, int]:
 
 
 def comment_gate(s: OpsState, keys: list[str], args: list[Any]) -> Any:
-    idem, mute, settings, slow_user, bucket = keys
+    idem, mute, settings, slow_user, bucket, draw = keys
     comment_id, idem_ttl, exempt, rate, burst, has_idem = args
     if has_idem == "1" and (prior := s.get(idem)) is not None:
         return {"dup": prior}
@@ -65,7 +65,8 @@ def comment_gate(s: OpsState, keys: list[str], args: list[Any]) -> Any:
             s.set(slow_user, "1", slow)
     if has_idem == "1":
         s.set(idem, str(comment_id), int(idem_ttl))
-    return {"ok": True}
+    current = s.get(draw)
+    return {"ok": True} if current is None else {"ok": True, "draw": current}
 
 
 def comment_mute(s: OpsState, keys: list[str], args: list[Any]) -> Any:

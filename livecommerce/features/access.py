@@ -6,6 +6,7 @@ service, using the access level the handler declares. Features never re-check.
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from enum import Enum
 
 from livecommerce import errors
@@ -20,10 +21,15 @@ class Access(Enum):
     STAFF = "staff"  # staff or admin
 
 
-def require(principal: Principal | None, access: Access, room_host_id: str | None = None) -> None:
+def require(
+    principal: Principal | None,
+    access: Access,
+    room_host_id: str | Collection[str] | None = None,
+) -> None:
     """Raise ``unauthorized``/``forbidden`` unless ``principal`` has ``access``.
 
-    ``room_host_id`` is the host of the room the action targets (needed for CONTROL).
+    ``room_host_id`` is the host of the room the action targets (needed for CONTROL), or
+    the hosts of several rooms when any one of them may act (either side of a PK).
     """
     if access is Access.WATCH:
         return
@@ -41,6 +47,7 @@ def require(principal: Principal | None, access: Access, room_host_id: str | Non
             return
         raise errors.Forbidden("hosts only")
     # CONTROL: the room's own host.
-    if principal.role is Role.HOST and room_host_id is not None and principal.id == room_host_id:
+    hosts = {room_host_id} if isinstance(room_host_id, str) else set(room_host_id or ())
+    if principal.role is Role.HOST and principal.id in hosts:
         return
     raise errors.Forbidden("only this room's host or staff may do that")

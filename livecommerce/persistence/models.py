@@ -310,3 +310,27 @@ class Draw(Base):
     winners_json: Mapped[str | None] = mapped_column(Text)  # [{"id", "name"}]
     entrants_count: Mapped[int] = mapped_column(default=0)
     drawn_at: Mapped[int | None] = mapped_column(BigInteger)
+
+
+class PkBattle(Base):
+    """A settled PK: written once, by the step that ended the fight."""
+
+    __tablename__ = "pk_battles"
+    __table_args__ = (Index(None, "room_a"), Index(None, "room_b"))
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    room_a: Mapped[str] = mapped_column(String(64))
+    room_b: Mapped[str] = mapped_column(String(64))
+    mode: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[int] = mapped_column(BigInteger)
+    ended_at: Mapped[int] = mapped_column(BigInteger)
+    score_a: Mapped[int] = mapped_column(BigInteger)
+    score_b: Mapped[int] = mapped_column(BigInteger)
+    winner_room_id: Mapped[str | None] = mapped_column(String(64))
+    final_json: Mapped[str] = mapped_column(Text)  # the pk as announced at the end
+    settled_at: Mapped[int] = mapped_column(BigInteger, default=now_ms)
+
+
+# Group-buy tables live in their own module on this Base; importing it here lets Alembic
+# and Base.metadata see them.
+from livecommerce.persistence import groupbuy_models as _groupbuy_models  # noqa: E402, F401

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
@@ -61,7 +61,7 @@ class Call(Generic[P]):
 
 Handler = Callable[[Call[Any]], Awaitable[Ack]]
 #: Finds the host of the room a payload targets (for Access.CONTROL).
-HostOf = Callable[[Any], Awaitable[str | None]]
+HostOf = Callable[[Any], Awaitable[str | Collection[str] | None]]
 
 
 @dataclass(frozen=True, slots=True)

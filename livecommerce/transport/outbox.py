@@ -40,15 +40,20 @@ log = structlog.get_logger(__name__)
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """One Socket.IO event, encoded once: a WebSocket frame and an Engine.IO packet."""
+    """Socket.IO events encoded once: the WebSocket frames back to back (one write) and
+    the same events as Engine.IO packets (for the queue)."""
 
     ws: bytes
-    packet: eio_packet.Packet
+    packets: tuple[eio_packet.Packet, ...]
 
     @classmethod
     def encode(cls, event: str, payload: dict[str, Any]) -> Frame:
         body = b"42" + jsonutil.dumpb([event, payload])  # Engine.IO message, SIO event
-        return cls(_ws_text_frame(body), eio_packet.Packet(eio_packet.MESSAGE, body[1:].decode()))
+        packet = eio_packet.Packet(eio_packet.MESSAGE, body[1:].decode())
+        return cls(_ws_text_frame(body), (packet,))
+
+    def __add__(self, other: Frame) -> Frame:
+        return Frame(self.ws + other.ws, self.packets + other.packets)
 
 
 def _ws_text_frame(payload: bytes) -> bytes:
@@ -132,34 +137,50 @@ class Outbox:
             self.send_many(conns.values(), Frame.encode(event, payload))
 
     def send_many(self, conns: Iterable[Connection], frame: Frame) -> None:
+        direct = queued = 0
+        write = self._write
         for conn in list(conns):
-            self.send(conn, frame)
+            how = write(conn, frame)
+            direct += how == _DIRECT
+            queued += how == _QUEUED
+        self._count(direct, queued)
 
     def send(self, conn: Connection, frame: Frame) -> None:
+        how = self._write(conn, frame)
+        self._count(how == _DIRECT, how == _QUEUED)
+
+    def _count(self, direct: int, queued: int) -> None:
+        # Once per fan-out, not per connection: a metric's lock costs as much as a write.
+        if direct:
+            self._direct.inc(direct)
+        if queued:
+            self._queued.inc(queued)
+
+    def _write(self, conn: Connection, frame: Frame) -> int:
         eio = conn.eio
         if eio is None or eio.closed or eio.closing or conn.cut:
-            return
+            return _SKIPPED
         queue: asyncio.Queue[Any] = eio.queue
         ws = getattr(eio, "lc_ws", None)
         writer: Any = None if ws is None else ws._writer
         transport: Any = None if writer is None else writer.transport
         if transport is not None and transport.get_write_buffer_size() > self.max_buffer:
             self._cut(conn, "socket buffer full")
-            return
+            return _SKIPPED
         # The writer task idles in queue.get() (a waiting getter) only when it holds
         # nothing: then writing past it cannot overtake anything.
-        idle = not queue.qsize() and bool(getattr(queue, "_getters", None))
-        if idle and transport is not None and not writer.compress and not eio.upgrading:
-            if transport.is_closing():
-                return
-            transport.write(frame.ws)
-            self._direct.inc()
-            return
+        if not queue.qsize() and getattr(queue, "_getters", None):
+            if transport is not None and not writer.compress and not eio.upgrading:
+                if transport.is_closing():
+                    return _SKIPPED
+                transport.write(frame.ws)
+                return _DIRECT
         if queue.qsize() >= self.max_queue:
             self._cut(conn, "queue full")
-            return
-        queue.put_nowait(frame.packet)
-        self._queued.inc()
+            return _SKIPPED
+        for packet in frame.packets:
+            queue.put_nowait(packet)
+        return _QUEUED
 
     def _cut(self, conn: Connection, why: str) -> None:
         conn.cut = True
@@ -177,6 +198,7 @@ class Outbox:
 
 
 _background: set[asyncio.Task[None]] = set()
+_SKIPPED, _DIRECT, _QUEUED = 0, 1, 2
 
 
 def _discard(index: dict[str, dict[str, Connection]], key: str, sid: str) -> None:

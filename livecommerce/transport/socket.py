@@ -60,6 +60,8 @@ class SocketGateway:
         self.outbox = Outbox(node.metrics, max_queue=t.out_queue_max, max_buffer=t.out_buffer_max)
         self.batcher = Batcher(c.viewer_rate, c.tick_ms / 1000)
         self._ticker: asyncio.Task[None] | None = None
+        #: room -> broadcasts waiting behind the room's pending comments
+        self._behind: dict[str, Frame] = {}
         sio.on("connect", self._on_connect)
         sio.on("disconnect", self._on_disconnect)
         sio.on("*", self._on_event)
@@ -71,7 +73,13 @@ class SocketGateway:
         if message.event == CommentEvent.BATCH:
             self.batcher.add(room_id, message.seq, message.payload["items"])
             return
-        self.flush_comments(room_id)  # comments published before this go first
+        behind = self._behind.get(room_id)
+        if behind is not None or self.batcher.has_pending(room_id):
+            # Comments published before it are waiting for the tick: it waits with them
+            # (<= one tick) and leaves right after them, in the same write.
+            frame = Frame.encode(message.event, message.payload)
+            self._behind[room_id] = frame if behind is None else behind + frame
+            return
         self.outbox.to_room(room_id, message.event, message.payload)
 
     async def deliver_user(self, user_id: str, event: str, payload: dict[str, Any]) -> None:
@@ -100,15 +108,20 @@ class SocketGateway:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
             if loop.time() - next_at > interval:  # fell behind: don't try to catch up
                 next_at = loop.time()
-            for room_id in self.batcher.rooms():
+            for room_id in self.batcher.pending_rooms():
                 try:
                     self.flush_comments(room_id)
                 except Exception:
                     log.exception("comment_tick_failed", room_id=room_id)
 
     def flush_comments(self, room_id: str) -> None:
+        """The room's tick: one write per viewer with its comment:batch and whatever
+        broadcasts arrived after those comments."""
         tick = self.batcher.take(room_id)
+        behind = self._behind.pop(room_id, None)
         if tick is None:
+            if behind is not None:
+                self.outbox.send_many(self.outbox.members(room_id).values(), behind)
             return
         metrics = self.node.metrics
         metrics.comment_batch_items.observe(tick.received)
@@ -122,10 +135,11 @@ class SocketGateway:
             sids = [sid for sid in self.outbox.user_conns(user_id) if sid in members]
             if sids:
                 frame = Frame.encode(CommentEvent.BATCH, tick.payload_for(room_id, own))
-                personal.update(dict.fromkeys(sids, frame))
-        shared = None
+                personal.update(dict.fromkeys(sids, frame if behind is None else frame + behind))
+        shared = behind
         if tick.items or tick.dropped:
-            shared = Frame.encode(CommentEvent.BATCH, tick.payload_for(room_id))
+            batch = Frame.encode(CommentEvent.BATCH, tick.payload_for(room_id))
+            shared = batch if behind is None else batch + behind
         send = self.outbox.send
         for sid, conn in list(members.items()):
             mine = personal.get(sid, shared)
@@ -160,6 +174,7 @@ class SocketGateway:
         self.outbox.leave(conn, room_id)
         if not self.outbox.members(room_id):
             self.batcher.forget(room_id)
+            self._behind.pop(room_id, None)
         await self.node.engine.room_local_leave(room_id)
 
     # -- socket.io callbacks ------------------------------------------------------------
@@ -180,6 +195,10 @@ class SocketGateway:
         conn = Connection(
             sid=sid, principal=principal, ip=ip, eio=self.sio.eio.sockets.get(eio_sid)
         )
+        # python-socketio keeps each connection's WSGI-style environ (headers, the first
+        # aiohttp request) for its lifetime; nothing reads it after this point.
+        if eio_sid in self.sio.environ:
+            self.sio.environ[eio_sid] = {"REMOTE_ADDR": ip}
         self.conns[sid] = conn
         self.node.metrics.connections.inc()
         if principal is not None:

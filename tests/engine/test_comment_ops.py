@@ -56,6 +56,7 @@ def gate_keys(room: str, user: str, request_id: str | None) -> list[str]:
         settings_key(room),
         keys.room_key(room, "slow", user),
         keys.room_key(room, "rl", "comment", user),
+        keys.room_key(room, "draw", "current"),
     ]
 
 
@@ -692,3 +693,15 @@ async def test_memory_and_redis_twins_agree(engine_redis: RedisServer) -> None:
     finally:
         await red.close()
         await memory.close()
+
+
+async def test_gate_reports_the_rooms_open_draw(engine: Engine) -> None:
+    # A keyword entry needs to know the open draw on every node at once, without a trip.
+    assert "draw" not in await gate(engine, "u1", room="rd", exempt=True)
+    await engine.atomic(
+        "draw_open",
+        [keys.room_key("rd", "draw", "current"), keys.room_key("rd", "draw", "d1")],
+        ["d1", now_ms() + 60_000, 60_000],
+    )
+    assert (await gate(engine, "u1", room="rd", exempt=True))["draw"] == "d1"
+    assert (await gate(engine, "u1", room="other", exempt=True)).get("draw") is None

@@ -1,9 +1,10 @@
 -- Races closed: a retried request_id posting twice (two nodes, or a retry racing the
 -- original), and a mute or slow-mode interval set on one node being missed by a comment
 -- checked on another. Every check and the idempotency record are one step.
--- KEYS: idem, mute (string: until ms), settings (hash: slow_ms), slow_user, bucket
+-- KEYS: idem, mute (string: until ms), settings (hash: slow_ms), slow_user, bucket,
+--   draw (string: the room's open draw, read here so a keyword entry needs no extra trip)
 -- ARGV: comment_id, idem_ttl_ms, exempt ("1"/"0"), rate_per_s, burst, has_idem ("1"/"0")
--- Returns JSON: {"ok":true} | {"dup":"<id>"} | {"error":"muted","until":ms}
+-- Returns JSON: {"ok":true,"draw"?:id} | {"dup":"<id>"} | {"error":"muted","until":ms}
 --   | {"error":"rate_limited","retry_after_ms":ms,"reason"?:"slow_mode"}
 --#include _bucket.lua
 if ARGV[6] == '1' then
@@ -28,4 +29,6 @@ if ARGV[3] ~= '1' then
   if slow > 0 then redis.call('SET', KEYS[4], '1', 'PX', slow) end
 end
 if ARGV[6] == '1' then redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2]) end
+local draw = redis.call('GET', KEYS[6])
+if draw then return cjson.encode({ok = true, draw = draw}) end
 return '{"ok":true}'

@@ -64,7 +64,11 @@ class Batcher:
         pending.seq = max(pending.seq, seq)
         pending.items.extend(items)
 
-    def rooms(self) -> list[str]:
+    def has_pending(self, room_id: str) -> bool:
+        return room_id in self._pending
+
+    def pending_rooms(self) -> list[str]:
+        """Rooms holding comments for their next tick."""
         return list(self._pending)
 
     def forget(self, room_id: str) -> None:

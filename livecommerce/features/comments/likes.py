@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter
+from collections.abc import Awaitable, Callable, Mapping
 
 import structlog
 
@@ -31,6 +32,7 @@ from livecommerce.settings import LikeSettings
 log = structlog.get_logger(__name__)
 
 SQL_EVERY_ROUNDS = 8
+LikeHook = Callable[[str, Mapping[str, int]], Awaitable[None]]
 
 
 def likes_key(room_id: str) -> str:
@@ -47,6 +49,8 @@ class LikeService:
         self.settings = settings
         self._buckets = LocalBuckets(settings.rate_per_s, settings.burst)
         self._pending: Counter[str] = Counter()  # room -> taps not yet in the engine
+        self._by_user: dict[str, Counter[str]] = {}  # room -> user -> those taps
+        self._hooks: list[LikeHook] = []
         self._unsaved: Counter[str] = Counter()  # room -> taps not yet in SQL
         self._unannounced: set[str] = set()
         self._seeded: set[str] = set()
@@ -61,8 +65,13 @@ class LikeService:
         if wait:
             raise errors.RateLimited(retry_after_ms=wait)
         self._pending[room_id] += count
+        self._by_user.setdefault(room_id, Counter())[user.id] += count
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._rounds())
+
+    def add_hook(self, hook: LikeHook) -> None:
+        """``hook(room_id, {user_id: taps})`` for every round of taps (PK scores)."""
+        self._hooks.append(hook)
 
     async def total(self, room_id: str) -> int:
         await self._seed(room_id)
@@ -86,6 +95,13 @@ class LikeService:
     async def flush(self, *, save: bool = True) -> None:
         """Move pending taps into the engine, announce totals, and (``save``) into SQL."""
         pending, self._pending = self._pending, Counter()
+        by_user, self._by_user = self._by_user, {}
+        for room_id, taps in by_user.items():
+            for hook in self._hooks:
+                try:
+                    await hook(room_id, taps)
+                except Exception:
+                    log.exception("like_hook_failed", room_id=room_id)
         for room_id, delta in pending.items():
             try:
                 await self._seed(room_id)

@@ -41,7 +41,8 @@ log = structlog.get_logger(__name__)
 COMMENT_LOG = "comments"
 IDEMPOTENCY_TTL_MS = 3600 * 1000
 KEYWORDS_PER_MINUTE = 100
-CommentHook = Callable[[str, Principal, str], Awaitable[None]]
+#: ``hook(room_id, user, text, open_draw_id)`` for every accepted comment.
+CommentHook = Callable[[str, Principal, str, str | None], Awaitable[None]]
 
 
 def settings_key(room_id: str) -> str:
@@ -73,6 +74,13 @@ class RoomRules:
     banned: BannedWords
 
 
+def _count_keywords(texts: list[str]) -> Counter[str]:
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(keywords(text))
+    return counts
+
+
 def author_role(user: Principal, room: RoomInfo) -> str:
     """The role shown on a comment: "host" only in the host's own room."""
     if user.id == room.host_id:
@@ -94,7 +102,8 @@ class CommentService:
         rooms.add_snapshot_part(self._snapshot)
 
     def add_hook(self, hook: CommentHook) -> None:
-        """Call ``hook(room_id, user, text)`` for every accepted comment (draw entries).
+        """Call ``hook(room_id, user, text, open_draw_id)`` for every accepted comment
+        (keyword draw entries; the gate step reads the room's open draw on the way).
         A failing hook is logged; the comment stands."""
         self._hooks.append(hook)
 
@@ -139,7 +148,7 @@ class CommentService:
         }
         for hook in self._hooks:
             try:
-                await hook(room_id, user, text)
+                await hook(room_id, user, text, verdict.get("draw"))
             except Exception:
                 log.exception("comment_hook_failed", room_id=room_id)
         return comment_id, self._enqueue(room_id, item)
@@ -154,6 +163,7 @@ class CommentService:
             settings_key(room_id),
             keys.room_key(room_id, "slow", user.id),
             keys.room_key(room_id, "rl", "comment", user.id),
+            keys.room_key(room_id, "draw", "current"),
         ]
         s = self.settings
         args = [
@@ -190,6 +200,10 @@ class CommentService:
             await asyncio.sleep(self.settings.publish_ms / 1000)
             batch = self._outgoing.pop(room_id, [])
             items = [item for item, _ in batch]
+            # Segmenting (jieba) runs in a worker thread while the batch is published.
+            counting = asyncio.ensure_future(
+                asyncio.to_thread(_count_keywords, [item["text"] for item in items])
+            )
             try:
                 await self.engine.publish(room_id, CommentEvent.BATCH, {"items": items})
             except Exception as exc:
@@ -198,19 +212,20 @@ class CommentService:
                     if not done.done():
                         done.set_exception(failure)
                 continue
+            # Acks after the records: "ok" means the comment is also in the recent list
+            # (so it can be moderated at once) and on its way to SQL.
+            await self._record(room_id, items, await counting)
             for _, done in batch:
                 if not done.done():
                     done.set_result(None)
-            await self._record(room_id, items)
 
-    async def _record(self, room_id: str, items: list[dict[str, Any]]) -> None:
+    async def _record(
+        self, room_id: str, items: list[dict[str, Any]], counts: Counter[str]
+    ) -> None:
         try:
             if room_id not in self._logged_rooms:
                 await self.engine.log_register(COMMENT_LOG, log_key(room_id))
                 self._logged_rooms.add(room_id)
-            counts: Counter[str] = Counter()
-            for item in items:
-                counts.update(keywords(item["text"]))
             minute = int(time.time() // 60)
             step_keys = [recent_key(room_id), log_key(room_id), keyword_key(room_id, minute)]
             ttl_ms = (self.settings.keyword_window_min + 1) * 60_000

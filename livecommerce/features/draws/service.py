@@ -101,7 +101,7 @@ class DrawService:
         #: This node's signed-in viewers of a room (set by the app: transport knows them).
         self.local_members: LocalMembers = lambda _room: set()
         self._open: TTLCache[str, OpenDraw | None] = TTLCache(1.0)
-        self._by_id: TTLCache[str, Draw | None] = TTLCache(1.0)
+        self._by_id: TTLCache[str, Draw | None] = TTLCache(1.0)  # status changes once
         self._task: asyncio.Task[None] | None = None
         engine.on_timer(END, self._on_end)
         rooms.add_snapshot_part(self._snapshot)
@@ -176,13 +176,18 @@ class DrawService:
             raise errors.NotFound("no such draw", draw_id=draw_id)
         return result
 
-    async def _on_comment(self, room_id: str, user: Principal, text: str) -> None:
-        # Called for every accepted comment: one cached lookup unless a keyword draw runs.
-        current = await self._current(room_id)
-        if current is None or current.keyword is None or current.keyword not in normalize(text):
+    async def _on_comment(
+        self, room_id: str, user: Principal, text: str, draw_id: str | None
+    ) -> None:
+        # Every accepted comment: the gate step told us the room's open draw (exact, on
+        # every node at once); its keyword never changes, so it is cached by draw id.
+        if draw_id is None:
+            return
+        draw = await self._draw(draw_id)
+        if draw.keyword is None or normalize(draw.keyword) not in normalize(text):
             return
         with contextlib.suppress(errors.Ended, errors.NotFound):
-            await self._enter(room_id, current.id, user)
+            await self._enter(room_id, draw_id, user)
 
     async def _current(self, room_id: str) -> OpenDraw | None:
         async def load() -> OpenDraw | None:

@@ -16,6 +16,7 @@ on stock that was already given back.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import structlog
@@ -75,6 +76,8 @@ class FlashSaleService:
         self._stock_dirty: dict[str, str] = {}  # sale_id -> room_id
         self._terms_cache: TTLCache[str, dict[str, Any] | None] = TTLCache(3600)
         self._flusher: asyncio.Task[None] | None = None
+        #: Called with every order that became paid (PK sales scores).
+        self.paid_hooks: list[Callable[[dict[str, Any]], Awaitable[None]]] = []
         engine.on_timer(START, self._on_status_timer)
         engine.on_timer(END, self._on_status_timer)
         engine.on_timer(HOLD, self._on_hold_timer)
@@ -318,6 +321,12 @@ class FlashSaleService:
             except Exception as exc:  # the log loop retries it; the order itself stands
                 log.warning("order_write_deferred", order_id=order["id"], error=str(exc))
         await self.engine.send_to_user(order["user_id"], SaleEvent.ORDER, {"order": order})
+        if order["status"] == "paid":
+            for hook in self.paid_hooks:
+                try:
+                    await hook(order)
+                except Exception:
+                    log.exception("paid_hook_failed", order_id=order["id"])
         if result.get("status_changed"):  # sold out, or back on sale: tell the room now
             sale = await self.state(order["room_id"], order["ref_id"])
             await self.engine.publish(order["room_id"], SaleEvent.UPDATE, {"sale": sale})

@@ -41,10 +41,17 @@ class PaymentProvider(Protocol):
 
 
 class SandboxProvider:
-    def __init__(self, ledger: Payments, decline_prefix: str = "", latency_ms: int = 0) -> None:
+    def __init__(
+        self,
+        ledger: Payments,
+        decline_prefix: str = "",
+        latency_ms: int = 0,
+        refund_latency_ms: int = 0,
+    ) -> None:
         self.ledger = ledger
         self.decline_prefix = decline_prefix
         self.latency_ms = latency_ms
+        self.refund_latency_ms = refund_latency_ms
 
     async def charge(
         self, *, order_id: str, user_id: str, user_name: str, amount_cents: int
@@ -66,6 +73,8 @@ class SandboxProvider:
     async def refund(
         self, *, order_id: str, user_id: str, amount_cents: int, reason: str
     ) -> PaymentResult:
+        if self.refund_latency_ms:
+            await asyncio.sleep(self.refund_latency_ms / 1000)
         row = await self.ledger.record(
             f"refund:{order_id}:{reason}",
             order_id=order_id,
