@@ -36,6 +36,7 @@ class StalledClient:
         self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.setblocking(False)
+        self._seen = b""  # read but not yet matched (the 101 and a frame may share a read)
 
     async def connect_and_join(self, room_id: str) -> None:
         loop = asyncio.get_running_loop()
@@ -57,13 +58,13 @@ class StalledClient:
 
     async def _read_until(self, marker: bytes, timeout: float = 5) -> None:
         loop = asyncio.get_running_loop()
-        seen = b""
         async with asyncio.timeout(timeout):
-            while marker not in seen:
+            while marker not in self._seen:
                 chunk = await loop.sock_recv(self.sock, 65536)
                 if not chunk:
                     raise ConnectionError("closed during the handshake")
-                seen += chunk
+                self._seen += chunk
+        self._seen = self._seen.split(marker, 1)[1]
 
     def close(self) -> None:
         self.sock.close()
