@@ -44,3 +44,35 @@ ensure_apt() {
   $sudo apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
 }
+
+# Front-end libraries for the pages: pinned in package.json/package-lock.json, installed
+# with `npm ci`, copied into static/vendor/ (git ignores it). No CDN, nothing hand-written.
+VENDOR_FILES=(
+  "socket.io-client/dist/socket.io.min.js"
+  "danmaku/dist/danmaku.min.js"
+  "hls.js/dist/hls.min.js"
+  "echarts/dist/echarts.min.js"
+  "echarts-wordcloud/dist/echarts-wordcloud.min.js"
+)
+ensure_vendor() {
+  local lock_hash stamp
+  lock_hash="$(sha256sum "$ROOT/package-lock.json" | cut -c1-16)"
+  stamp="$ROOT/static/vendor/.installed-$lock_hash"
+  [ -f "$stamp" ] && return 0
+  command -v npm >/dev/null 2>&1 || ensure_apt npm:npm
+  echo "» installing the pages' libraries (npm ci)" >&2
+  (cd "$ROOT" && npm ci --no-audit --no-fund --loglevel=error >&2)
+  rm -rf "$ROOT/static/vendor" && mkdir -p "$ROOT/static/vendor"
+  for file in "${VENDOR_FILES[@]}"; do cp "$ROOT/node_modules/$file" "$ROOT/static/vendor/"; done
+  touch "$stamp"
+}
+
+# CJK fonts, so Chinese renders in the browser tests and screenshots.
+ensure_fonts_cjk() {
+  fc-list 2>/dev/null | grep -qi "noto.*cjk" && return 0
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+  echo "» installing fonts-noto-cjk from Debian's packages" >&2
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq fonts-noto-cjk >&2
+}

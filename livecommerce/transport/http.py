@@ -224,4 +224,6 @@ def add_routes(app: web.Application, node: Node) -> None:
     app.router.add_get("/api/draws/{draw_id}/proof", r.draw_proof)
     app.router.add_get("/", r.page("index.html"))
     app.router.add_get("/rooms/{room_id}", r.page("room.html"))
+    app.router.add_get("/host", r.page("host.html"))
+    app.router.add_get("/staff", r.page("staff.html"))
     app.router.add_static("/static/", STATIC, follow_symlinks=False)
