@@ -22,6 +22,8 @@ from livecommerce.features.flashsale.reconcile import reconcile
 from livecommerce.features.flashsale.service import FlashSaleService
 from livecommerce.features.groupbuy.reconcile import reconcile as reconcile_groups
 from livecommerce.features.groupbuy.service import GroupBuyService
+from livecommerce.features.metrics.cluster import ClusterReport
+from livecommerce.features.metrics.service import MetricsService
 from livecommerce.features.moderation.service import ModerationService
 from livecommerce.features.payments.provider import SandboxProvider
 from livecommerce.features.pk.service import PkService
@@ -31,6 +33,7 @@ from livecommerce.persistence.commerce import FlashSales, Payments
 from livecommerce.persistence.db import Database
 from livecommerce.persistence.draws import Draws, PkBattles
 from livecommerce.persistence.groupbuy import Coupons, GroupCampaigns, GroupRecords
+from livecommerce.persistence.metrics import MetricsHistory
 from livecommerce.persistence.migrate import migrate
 from livecommerce.persistence.repositories import Orders, Products, Rooms, Secrets, Users
 from livecommerce.persistence.social import Audit, Comments, LikeTotals
@@ -40,6 +43,7 @@ from livecommerce.transport import (
     draw_events,
     flashsale_events,
     groupbuy_events,
+    metrics_events,
     pk_events,
     room_events,
 )
@@ -69,6 +73,8 @@ class Node:
     draws: DrawService
     pk: PkService
     groupbuys: GroupBuyService
+    room_metrics: MetricsService
+    cluster: ClusterReport
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -122,6 +128,12 @@ class Node:
         )
         self.flashsales.paid_hooks.append(self._paid)
         self.groupbuys.confirmed_hooks.append(self._paid)  # a group's orders, once it succeeds
+        parts = [self.flashsales._snapshot, self.groupbuys._snapshot, self.pk._snapshot]
+        self.room_metrics = MetricsService(
+            self.engine, self.rooms, self.comments, parts, MetricsHistory(self.db), s.metrics
+        )
+        self.comments.batch_hooks.append(self.room_metrics.on_comments)
+        self.cluster = ClusterReport(self.engine, s.metrics.cluster_report_s)
         self.likes.add_hook(self._liked)
         self.metrics.watch(
             "livecommerce_timers_fired",
@@ -137,6 +149,7 @@ class Node:
     async def _paid(self, order: dict[str, Any]) -> None:
         amounts = {order["user_id"]: order["amount_cents"]}
         await self.pk.add_scores(order["room_id"], amounts, "sales")
+        await self.room_metrics.on_paid(order)
 
     async def _liked(self, room_id: str, taps: Mapping[str, int]) -> None:
         await self.pk.add_scores(room_id, taps, "likes")
@@ -152,6 +165,8 @@ class Node:
             log.exception("groupbuy_reconcile_failed")
 
     async def stop(self) -> None:
+        await self.room_metrics.close()
+        await self.cluster.close()
         await self.flashsales.close()
         await self.draws.close()
         await self.pk.close()
@@ -179,8 +194,10 @@ def create_app(settings: Settings) -> web.Application:
     draw_events.register(dispatcher, node)
     pk_events.register(dispatcher, node)
     groupbuy_events.register(dispatcher, node)
+    metrics_hub = metrics_events.register(dispatcher, gateway, node)
     sio.attach(app)
     add_routes(app, node)
+    metrics_events.add_routes(app, node)
 
     async def lifecycle(_: web.Application) -> AsyncIterator[None]:
         await node.start()
@@ -189,6 +206,9 @@ def create_app(settings: Settings) -> web.Application:
         gateway.start()
         node.draws.local_members = gateway.signed_in_members
         node.draws.start()
+        node.room_metrics.start()
+        node.cluster.connections = lambda: len(gateway.conns)
+        node.cluster.start()
         reconciling = asyncio.create_task(node.reconcile())
         # jieba loads its dictionary (~1 s) now, in a thread, not on the first comment.
         warming = asyncio.create_task(asyncio.to_thread(warm_up))
@@ -197,6 +217,7 @@ def create_app(settings: Settings) -> web.Application:
         log.info("node_stopping", node_id=node.node_id)
         await reconciling
         await warming
+        await metrics_hub.stop()
         await gateway.stop()
         await node.stop()
 

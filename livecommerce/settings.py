@@ -126,6 +126,17 @@ class GroupBuySettings(_Section):
     coupon_cents: int = Field(500, ge=0)
 
 
+class MetricsSettings(_Section):
+    #: metrics:tick to subscribed staff this often.
+    tick_ms: int = Field(1000, ge=100, le=60_000)
+    #: Rollup period of the persisted history (a minute; tests shorten it).
+    rollup_s: int = Field(60, ge=1, le=3600)
+    #: sales:notice at most this often per room (cluster-wide).
+    notice_ms: int = Field(3000, ge=100)
+    #: Each node reports its connection count this often (GET /api/cluster).
+    cluster_report_s: float = Field(3.0, gt=0)
+
+
 class Settings(_Section):
     server: ServerSettings = ServerSettings()
     redis: RedisSettings = RedisSettings()
@@ -139,6 +150,7 @@ class Settings(_Section):
     draws: DrawSettings = DrawSettings()
     pk: PkSettings = PkSettings()
     groupbuy: GroupBuySettings = GroupBuySettings()
+    metrics: MetricsSettings = MetricsSettings()
     demo: bool = False
 
     @property

@@ -334,3 +334,4 @@ class PkBattle(Base):
 # Group-buy tables live in their own module on this Base; importing it here lets Alembic
 # and Base.metadata see them.
 from livecommerce.persistence import groupbuy_models as _groupbuy_models  # noqa: E402, F401
+from livecommerce.persistence import metrics_models as _metrics_models  # noqa: E402, F401

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 import socketio
@@ -62,6 +63,8 @@ class SocketGateway:
         self._ticker: asyncio.Task[None] | None = None
         #: room -> broadcasts waiting behind the room's pending comments
         self._behind: dict[str, Frame] = {}
+        #: Called with each connection that went away (e.g. staff metrics subscriptions).
+        self.disconnect_hooks: list[Callable[[Connection], None]] = []
         sio.on("connect", self._on_connect)
         sio.on("disconnect", self._on_disconnect)
         sio.on("*", self._on_event)
@@ -210,6 +213,11 @@ class SocketGateway:
         if conn is None:
             return
         self.node.metrics.connections.dec()
+        for hook in self.disconnect_hooks:
+            try:
+                hook(conn)
+            except Exception:
+                log.exception("disconnect_hook_failed", sid=sid)
         for room_id in list(conn.rooms):
             try:
                 await self.leave(conn, room_id)

@@ -43,6 +43,8 @@ IDEMPOTENCY_TTL_MS = 3600 * 1000
 KEYWORDS_PER_MINUTE = 100
 #: ``hook(room_id, user, text, open_draw_id)`` for every accepted comment.
 CommentHook = Callable[[str, Principal, str, str | None], Awaitable[None]]
+#: ``hook(room_id, count)`` once per published batch (staff metrics' comment counter).
+BatchHook = Callable[[str, int], Awaitable[None]]
 
 
 def settings_key(room_id: str) -> str:
@@ -99,6 +101,7 @@ class CommentService:
         self._publishers: dict[str, asyncio.Task[None]] = {}
         self._logged_rooms: set[str] = set()
         self._hooks: list[CommentHook] = []
+        self.batch_hooks: list[BatchHook] = []
         rooms.add_snapshot_part(self._snapshot)
 
     def add_hook(self, hook: CommentHook) -> None:
@@ -218,6 +221,11 @@ class CommentService:
             for _, done in batch:
                 if not done.done():
                     done.set_result(None)
+            for hook in self.batch_hooks:  # after the acks: off the senders' path
+                try:
+                    await hook(room_id, len(items))
+                except Exception as exc:
+                    log.warning("comment_batch_hook_failed", room_id=room_id, error=str(exc))
 
     async def _record(
         self, room_id: str, items: list[dict[str, Any]], counts: Counter[str]

@@ -1,0 +1,1 @@
+"""Staff metrics: live per-second numbers, rollups, sales notices and the cluster view."""
