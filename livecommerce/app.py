@@ -31,10 +31,11 @@ from livecommerce.features.rooms.service import RoomService
 from livecommerce.observability import Metrics
 from livecommerce.persistence.commerce import FlashSales, Payments
 from livecommerce.persistence.db import Database
-from livecommerce.persistence.draws import Draws, PkBattles
+from livecommerce.persistence.draws import Draws
 from livecommerce.persistence.groupbuy import Coupons, GroupCampaigns, GroupRecords
 from livecommerce.persistence.metrics import MetricsHistory
 from livecommerce.persistence.migrate import migrate
+from livecommerce.persistence.pk import PkBattles
 from livecommerce.persistence.repositories import Orders, Products, Rooms, Secrets, Users
 from livecommerce.persistence.social import Audit, Comments, LikeTotals
 from livecommerce.settings import Settings

@@ -1,15 +1,14 @@
-"""Repositories of lucky draws and PK battles (the room-versus-room features)."""
+"""Repository of lucky draws."""
 
 from __future__ import annotations
 
 from typing import Any
 
 from sqlalchemy import update
-from sqlalchemy.exc import IntegrityError
 
 from livecommerce import jsonutil
 from livecommerce.persistence.db import Database
-from livecommerce.persistence.models import Draw, PkBattle
+from livecommerce.persistence.models import Draw
 from livecommerce.persistence.repositories import _rowcount, _tx
 
 
@@ -50,23 +49,3 @@ class Draws:
         )
         async with _tx(self._db) as s:
             return _rowcount(await s.execute(query)) == 1
-
-
-class PkBattles:
-    def __init__(self, db: Database) -> None:
-        self._db = db
-
-    async def settle(self, **fields: Any) -> bool:
-        """Record a settled PK once; False if it was recorded before (a re-fired timer)."""
-        try:
-            async with _tx(self._db) as s:
-                if await s.get(PkBattle, fields["id"]) is not None:
-                    return False
-                s.add(PkBattle(**fields))
-        except IntegrityError:  # another node recorded it between our read and insert
-            return False
-        return True
-
-    async def get(self, pk_id: str) -> PkBattle | None:
-        async with _tx(self._db, readonly=True) as s:
-            return await s.get(PkBattle, pk_id)

@@ -29,8 +29,8 @@ from livecommerce.engine.base import now_ms
 from livecommerce.features.pk.events import PkEvent
 from livecommerce.features.pk.schemas import PkInvite
 from livecommerce.features.rooms.service import RoomService
-from livecommerce.persistence.draws import PkBattles
 from livecommerce.persistence.models import new_id
+from livecommerce.persistence.pk import PkBattles
 from livecommerce.persistence.repositories import Users
 from livecommerce.settings import PkSettings
 
