@@ -98,7 +98,7 @@ class Dispatcher:
         label = event if spec is not None else "_unknown"
         try:
             if spec is None:
-                raise errors.Invalid("unknown event", event=event[:64])
+                raise errors.Invalid("unknown event", event=str(event)[:64])
             ack = await self._run(spec, conn, data)
             outcome = "ok"
         except errors.DomainError as exc:
@@ -112,10 +112,11 @@ class Dispatcher:
         return ack
 
     async def _run(self, spec: EventSpec, conn: Connection, data: Any) -> Ack:
+        if spec.access is not Access.WATCH:
+            require(conn.principal, Access.ACT)  # anonymous: unauthorized, whatever it sent
         payload = validate(spec.schema, data)
         host_id = None
         if spec.access is Access.CONTROL:
-            require(conn.principal, Access.ACT)  # anonymous: unauthorized before any lookup
             host_id = await (spec.host_of or self.default_host_of)(payload)
         require(conn.principal, spec.access, host_id)
         result = await spec.handler(Call(conn, payload))

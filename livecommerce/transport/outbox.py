@@ -88,7 +88,16 @@ def websocket_class(*, compress: bool, sndbuf: int) -> type[EioWebSocket]:
             if owner is not None:
                 owner.lc_ws = self._sock
             self.environ = environ
-            await self.handler(self)
+            try:
+                await self.handler(self)
+            except Exception as exc:
+                # A frame that is not Engine.IO breaks engineio's read loop. Close this
+                # connection properly (the disconnect handlers run now, not at the ping
+                # timeout) instead of letting aiohttp answer an upgraded socket with a 503.
+                log.info("bad_websocket_frame", error=type(exc).__name__)
+                if owner is not None and not owner.closed:
+                    await owner.close(wait=False, abort=True)
+                await self._sock.close()
             return self._sock
 
     return WireWebSocket

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -33,8 +34,50 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 
+#: Names python-socketio gives a meaning of its own: as client events they would reach the
+#: connect/disconnect handlers (a client could change identity mid-connection).
+RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error", "message", "*"})
+_ACK_ID = re.compile(r"^[23](?:/[^,]*,)?(\d+)")
+
+
+class Server(socketio.AsyncServer):  # type: ignore[misc]
+    """python-socketio's server, with every client packet answered by one ack.
+
+    Out of the box an event whose name is not a string, a reserved name, or a packet that
+    does not decode is dropped (or reaches the connect handler) with a traceback in the
+    log. Here each of those gets the ``invalid`` ack PROTOCOL.md promises when the client
+    asked for one, and is ignored otherwise."""
+
+    async def _handle_eio_message(self, eio_sid: str, data: Any) -> None:
+        try:
+            await super()._handle_eio_message(eio_sid, data)
+        except (ValueError, TypeError, IndexError, KeyError, RecursionError) as exc:
+            found = _ACK_ID.match(data) if isinstance(data, str) else None
+            log.info("bad_packet", error=type(exc).__name__, answered=found is not None)
+            if found is not None:
+                await self._refuse(eio_sid, None, int(found.group(1)), "malformed packet")
+
+    async def _handle_event(self, eio_sid: str, namespace: Any, id: Any, data: Any) -> None:
+        name = data[0] if isinstance(data, list) and data else None
+        if not isinstance(name, str) or name in RESERVED_EVENTS:
+            if id is not None:
+                await self._refuse(eio_sid, namespace, id, "event names are strings, not reserved")
+            return
+        await super()._handle_event(eio_sid, namespace, id, data)
+
+    async def _refuse(self, eio_sid: str, namespace: Any, ack_id: int, why: str) -> None:
+        error = errors.Invalid(why).to_dict()
+        pkt = self.packet_class(
+            socketio.packet.ACK,
+            namespace=namespace or "/",
+            data=[{"ok": False, "error": error}],
+            id=ack_id,
+        )
+        await self._send_packet(eio_sid, pkt)
+
+
 def create_server(settings: Settings) -> socketio.AsyncServer:
-    sio = socketio.AsyncServer(
+    sio = Server(
         async_mode="aiohttp",
         json=jsonutil,
         cors_allowed_origins="*",
