@@ -65,6 +65,11 @@ def _guard(method: Callable[P, Awaitable[T]]) -> Callable[P, Coroutine[Any, Any,
         try:
             result = await method(*args, **kwargs)
         except _DOWN as exc:
+            # Idle pooled connections may be dead too (Redis restarted): drop them all now,
+            # so one failure, not one per stale connection, tells us Redis went away.
+            engine = args[0] if args else None
+            if isinstance(engine, RedisEngine):
+                await engine.drop_idle_connections()
             raise Unavailable(f"redis: {exc}") from exc
         # On Python 3.11 redis-py's asyncio.wait_for() can return a result and drop a
         # cancel that raced with it; re-raise it, or Engine.close() waits forever.
@@ -183,6 +188,10 @@ class RedisEngine(Engine):
         self._bus_tasks = []
         await self._close_pubsub()
         await self._redis.aclose()
+
+    async def drop_idle_connections(self) -> None:
+        with contextlib.suppress(Exception):
+            await self._redis.connection_pool.disconnect(inuse_connections=False)
 
     @_guard
     async def _ping(self) -> None:

@@ -48,8 +48,7 @@ class LikeService:
         self.totals = totals
         self.settings = settings
         self._buckets = LocalBuckets(settings.rate_per_s, settings.burst)
-        self._pending: Counter[str] = Counter()  # room -> taps not yet in the engine
-        self._by_user: dict[str, Counter[str]] = {}  # room -> user -> those taps
+        self._pending: dict[str, Counter[str]] = {}  # room -> user -> taps not in the engine
         self._hooks: list[LikeHook] = []
         self._unsaved: Counter[str] = Counter()  # room -> taps not yet in SQL
         self._unannounced: set[str] = set()
@@ -64,8 +63,7 @@ class LikeService:
         wait = self._buckets.take(user.id)
         if wait:
             raise errors.RateLimited(retry_after_ms=wait)
-        self._pending[room_id] += count
-        self._by_user.setdefault(room_id, Counter())[user.id] += count
+        self._pending.setdefault(room_id, Counter())[user.id] += count
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._rounds())
 
@@ -94,22 +92,21 @@ class LikeService:
 
     async def flush(self, *, save: bool = True) -> None:
         """Move pending taps into the engine, announce totals, and (``save``) into SQL."""
-        pending, self._pending = self._pending, Counter()
-        by_user, self._by_user = self._by_user, {}
-        for room_id, taps in by_user.items():
+        pending, self._pending = self._pending, {}
+        for room_id, taps in pending.items():
+            delta = sum(taps.values())
+            try:
+                await self._seed(room_id)
+                await self.engine.incr(likes_key(room_id), delta)
+            except errors.DomainError as exc:
+                self._pending.setdefault(room_id, Counter()).update(taps)  # engine down: keep
+                log.warning("likes_deferred", room_id=room_id, error=exc.code)
+                continue
             for hook in self._hooks:
                 try:
                     await hook(room_id, taps)
                 except Exception:
                     log.exception("like_hook_failed", room_id=room_id)
-        for room_id, delta in pending.items():
-            try:
-                await self._seed(room_id)
-                await self.engine.incr(likes_key(room_id), delta)
-            except errors.DomainError as exc:
-                self._pending[room_id] += delta  # the engine is down: keep them
-                log.warning("likes_deferred", room_id=room_id, error=exc.code)
-                continue
             self._unsaved[room_id] += delta
             self._unannounced.add(room_id)
         for room_id in list(self._unannounced):
