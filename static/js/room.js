@@ -668,8 +668,20 @@ function onEvent(event, p) {
       if (p.room_id === roomId) { drawWon = p; toast(`★ You won ${p.prize}!`, "ok"); renderDraw(); }
       break;
     case "pk:update": if (!stale) takePk(p.pk); break;
+    case "sales:notice": showSalesNotice(p.items || []); break;
     default: break;
   }
+}
+
+// "N people just bought X": the server batches them every few seconds.
+function showSalesNotice(items) {
+  const top = items.filter((i) => i.count > 0).sort((a, b) => b.count - a.count)[0];
+  if (!top) return;
+  const box = $("sales-notice");
+  box.textContent = `🛍 ${top.count} 人刚刚购买了 ${top.title || "this item"} · ${top.count} just bought it`;
+  box.hidden = false;
+  clearTimeout(showSalesNotice.timer);
+  showSalesNotice.timer = setTimeout(() => { box.hidden = true; }, 5000);
 }
 
 // ---------------------------------------------------------------------------- connection

@@ -1,6 +1,6 @@
 """The three pages together, in three browser windows against one node: the host panel
-starts a flash sale, the viewer page counts it down, buys and pays, and the staff
-dashboard's orders and stock move."""
+starts a flash sale, the viewer page counts it down, buys and pays, the staff dashboard's
+orders and stock move, and the viewer page tells the room someone just bought it."""
 
 from __future__ import annotations
 
@@ -74,3 +74,7 @@ async def test_host_starts_a_sale_viewer_buys_and_pays_staff_sees_it(
     await expect(stock).to_have_text("4", timeout=T)
     await expect(staff.get_by_test_id("kpi-gmv")).to_contain_text("9.90", timeout=T)
     await expect(host.get_by_test_id("flashsale-left")).to_have_text("4 / 5 left", timeout=T)
+    # "N people just bought X" reaches the viewer page (batched every few seconds).
+    notice = viewer.get_by_test_id("sales-notice")
+    await expect(notice).to_contain_text("1 just bought", timeout=T)
+    await expect(notice).to_contain_text("Tea set")
