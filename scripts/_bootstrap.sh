@@ -45,6 +45,18 @@ ensure_apt() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
 }
 
+# PostgreSQL server binaries (Debian keeps them off PATH, in /usr/lib/postgresql/<v>/bin):
+# the suite runs its persistence tests on a throwaway server it starts itself.
+ensure_postgres() {
+  compgen -G "/usr/lib/postgresql/*/bin/pg_ctl" >/dev/null && return 0
+  command -v pg_ctl >/dev/null 2>&1 && return 0
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo -n"
+  echo "» installing postgresql from Debian's packages" >&2
+  $sudo apt-get update -qq >&2
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq postgresql >&2
+}
+
 # Front-end libraries for the pages: pinned in package.json/package-lock.json, installed
 # with `npm ci`, copied into static/vendor/ (git ignores it). No CDN, nothing hand-written.
 VENDOR_FILES=(
