@@ -49,7 +49,9 @@ from livecommerce.transport import (
     room_events,
 )
 from livecommerce.transport.dispatch import Dispatcher
+from livecommerce.transport.gauges import watch_node
 from livecommerce.transport.http import add_routes
+from livecommerce.transport.limits import Limits
 from livecommerce.transport.socket import SocketGateway, create_server
 
 log = structlog.get_logger(__name__)
@@ -81,12 +83,17 @@ class Node:
         self.settings = settings
         self.node_id = settings.node_id
         self.metrics = Metrics(self.node_id)
+        #: Shutting down (SIGTERM): /readyz says 503 so the balancer stops sending clients.
+        self.draining = False
+        self.limits = Limits(settings.limits)
 
     async def start(self) -> None:
         s = self.settings
         await migrate(s.database.url)
         self.db = Database(s.database.url, sqlite_busy_timeout_ms=s.database.sqlite_busy_timeout_ms)
-        self.engine = create_engine(s.redis_url, self.node_id, **s.engine.model_dump())
+        self.engine = create_engine(
+            s.redis_url, self.node_id, cluster=s.redis.cluster, **s.engine.model_dump()
+        )
         self.users = Users(self.db)
         self.orders = Orders(self.db)
         secret = await resolve_secret(s.auth.secret, Secrets(self.db))
@@ -101,8 +108,9 @@ class Node:
             pay.sandbox_latency_ms,
             pay.sandbox_refund_latency_ms,
         )
+        paying = self.metrics.count_payments(self.payments)  # what the provider answers
         self.flashsales = FlashSaleService(
-            self.engine, self.rooms, FlashSales(self.db), self.orders, self.payments
+            self.engine, self.rooms, FlashSales(self.db), self.orders, paying
         )
         self.order_writer = OrderWriter(self.engine, self.orders)
         self.comments = CommentService(self.engine, self.rooms, s.comments)
@@ -123,7 +131,7 @@ class Node:
             GroupCampaigns(self.db),
             GroupRecords(self.db),
             Coupons(self.db),
-            self.payments,
+            paying,
             min_ttl_s=s.groupbuy.min_ttl_s,
             coupon_cents=s.groupbuy.coupon_cents,
         )
@@ -174,12 +182,29 @@ class Node:
         await self.comments.close()
         await self.likes.close()
         with contextlib.suppress(Exception):
-            await self.engine.drain_logs(rounds=10)  # what this node read gets written
+            # Orders and comments acked here reach SQL before the process goes (on Redis
+            # another node would write them anyway; in-process there is no other node).
+            written = await self.engine.drain_logs(rounds=1000)
+            log.info("logs_flushed", entries=written)
         await self.engine.close()
         await self.db.close()
 
 
 NODE = web.AppKey("node", Node)
+GATEWAY = web.AppKey("gateway", SocketGateway)
+
+
+async def drain(app: web.Application) -> None:
+    """Graceful shutdown, between "stop listening" and the runner's cleanup (cli.py):
+    readiness goes 503, in-flight events finish and are acked, clients are told to
+    reconnect elsewhere and let go, running timers finish or are handed back to the
+    cluster. The cleanup then flushes the writers and closes the engine and database."""
+    node, gateway = app[NODE], app[GATEWAY]
+    s = node.settings.shutdown
+    node.draining = True
+    log.info("node_draining", node_id=node.node_id, connections=len(gateway.conns))
+    await asyncio.gather(gateway.drain(s.grace_s, s.spread_s), node.engine.stop_timers(s.grace_s))
+    log.info("node_drained", node_id=node.node_id)
 
 
 def create_app(settings: Settings) -> web.Application:
@@ -189,6 +214,7 @@ def create_app(settings: Settings) -> web.Application:
     sio = create_server(settings)
     dispatcher = Dispatcher(node.metrics, _room_host(node))
     gateway = SocketGateway(sio, node, dispatcher)
+    app[GATEWAY] = gateway
     room_events.register(dispatcher, gateway, node)
     flashsale_events.register(dispatcher, node)
     comment_events.register(dispatcher, node)
@@ -202,6 +228,7 @@ def create_app(settings: Settings) -> web.Application:
 
     async def lifecycle(_: web.Application) -> AsyncIterator[None]:
         await node.start()
+        watch_node(node, gateway)
         node.engine.set_sinks(gateway.deliver_room, gateway.deliver_user)
         await node.engine.start()
         gateway.start()

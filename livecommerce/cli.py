@@ -58,12 +58,12 @@ def serve(settings: Settings) -> None:
 
     from livecommerce.observability import configure_logging
 
-    configure_logging(settings.server.log_level, settings.server.log_json, node_id=settings.node_id)
+    configure_logging(settings.server.log_level, settings.server.log_json, node=settings.node_id)
     uvloop.run(_serve(settings))
 
 
 async def _serve(settings: Settings) -> None:
-    from livecommerce.app import NODE, create_app
+    from livecommerce.app import NODE, create_app, drain
 
     app = create_app(settings)
     runner = web.AppRunner(app, access_log=None, handle_signals=False)
@@ -88,14 +88,22 @@ async def _serve(settings: Settings) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
+    # Graceful: stop listening first (the balancer's next connect attempt goes to another
+    # node), then drain what this node holds, then tear down (writers flushed last).
+    await site.stop()
+    await drain(app)
     await runner.cleanup()
+    print(f"livecommerce {settings.node_id} stopped", flush=True)
 
 
 async def _migrate(settings: Settings) -> None:
+    from sqlalchemy.engine import make_url
+
     from livecommerce.persistence.migrate import migrate
 
     await migrate(settings.database.url)
-    print(f"database at head: {settings.database.url}")
+    shown = make_url(settings.database.url).render_as_string(hide_password=True)
+    print(f"database at head: {shown}")
 
 
 async def _user_add(settings: Settings, args: argparse.Namespace) -> None:

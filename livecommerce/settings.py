@@ -37,7 +37,11 @@ class ServerSettings(_Section):
 
 
 class RedisSettings(_Section):
+    #: One server (``redis://host:6379/0``); with ``cluster``, Redis Cluster seed nodes,
+    #: comma-separated (``redis://h1:6379,redis://h2:6379``). Empty: in-process engine.
     url: str = ""
+    #: A Redis Cluster (>= 7.0): commands by hash slot, sharded pub/sub per room.
+    cluster: bool = False
 
 
 class DatabaseSettings(_Section):
@@ -105,6 +109,66 @@ class TransportSettings(_Section):
     ws_compression: bool = False
 
 
+class LimitSettings(_Section):
+    """Abuse limits, enforced per node (token buckets in memory: no Redis round trip on the
+    hot path). With N nodes behind a balancer a client spread over them gets up to N× these;
+    the edge (nginx ``limit_req``/``limit_conn``) is where a cluster-wide cap belongs."""
+
+    #: Peers whose X-Forwarded-For is believed (the balancer). Anyone else's address is
+    #: taken as is. Per-IP limits are per *client* address, found through these proxies.
+    trusted_proxies: list[str] = ["127.0.0.1", "::1"]
+    #: New Socket.IO connections per client IP (carrier-grade NAT puts many viewers
+    #: behind one address: keep these generous).
+    connect_per_ip_rate: float = Field(50.0, gt=0)
+    connect_per_ip_burst: int = Field(500, ge=1)
+    #: New connections per signed-in user, and how many they may hold at once on a node.
+    connect_per_user_rate: float = Field(2.0, gt=0)
+    connect_per_user_burst: int = Field(20, ge=1)
+    conns_per_user: int = Field(20, ge=1)
+    #: Events (any name) per connection, per user (all their connections on a node) and
+    #: per client IP. Feature limits (comments, likes) apply on top of these.
+    events_per_conn_rate: float = Field(30.0, gt=0)
+    events_per_conn_burst: int = Field(60, ge=1)
+    events_per_user_rate: float = Field(60.0, gt=0)
+    events_per_user_burst: int = Field(120, ge=1)
+    events_per_ip_rate: float = Field(2000.0, gt=0)
+    events_per_ip_burst: int = Field(10_000, ge=1)
+    #: Sign-in and guest-account requests per client IP (password guessing, guest spam).
+    auth_per_ip_rate: float = Field(2.0, gt=0)
+    auth_per_ip_burst: int = Field(20, ge=1)
+
+
+#: Limits for load tests and the test suite, where thousands of clients share 127.0.0.1
+#: and a scripted client sends far faster than a person. ``loadtest_env()`` gives them as
+#: environment variables for a ``livecommerce serve`` process.
+LOADTEST_LIMITS: dict[str, float] = {
+    f"{what}_{unit}": 1e6
+    for what in (
+        "connect_per_ip",
+        "connect_per_user",
+        "events_per_conn",
+        "events_per_user",
+        "events_per_ip",
+        "auth_per_ip",
+    )
+    for unit in ("rate", "burst")
+} | {"conns_per_user": 1e6}
+
+
+def loadtest_env() -> dict[str, str]:
+    return {f"{ENV_PREFIX}LIMITS__{k.upper()}": str(int(v)) for k, v in LOADTEST_LIMITS.items()}
+
+
+class ShutdownSettings(_Section):
+    """SIGTERM: how long a node waits for what it has started before it lets go."""
+
+    #: In-flight events (their acks) and running timer handlers get this long.
+    grace_s: float = Field(10.0, ge=0)
+    #: Clients are told to reconnect (``server:draining``) and their sockets closed in
+    #: waves over this long, so the other nodes are not hit by everyone in one instant.
+    spread_s: float = Field(1.0, ge=0)
+
+
 class DrawSettings(_Section):
     #: Shortest draw window accepted (PROTOCOL.md: 10 s; tests lower it).
     min_duration_s: int = Field(10, ge=1)
@@ -147,6 +211,8 @@ class Settings(_Section):
     comments: CommentSettings = CommentSettings()
     likes: LikeSettings = LikeSettings()
     transport: TransportSettings = TransportSettings()
+    limits: LimitSettings = LimitSettings()
+    shutdown: ShutdownSettings = ShutdownSettings()
     draws: DrawSettings = DrawSettings()
     pk: PkSettings = PkSettings()
     groupbuy: GroupBuySettings = GroupBuySettings()

@@ -57,6 +57,8 @@ import socketio  # noqa: E402
 from loadgen import ConnectStats, LoadGen, RoundResult, mint_tokens, percentile  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 
+from livecommerce.settings import loadtest_env  # noqa: E402
+
 TARGET_LAST_ACK_S = 1.0
 TARGET_ACKS_PER_NODE = 15_000.0
 DOC = ROOT / "docs" / "benchmarks.md"
@@ -204,7 +206,7 @@ class Cluster:
         env["PYTHONPATH"] = str(ROOT)
         env["LIVECOMMERCE_AUTH__SECRET"] = self.secret
         env["LIVECOMMERCE_SERVER__LOG_LEVEL"] = "warning"
-        return env
+        return env | loadtest_env()  # every buyer connects from 127.0.0.1
 
     def stop_nodes(self, grace_s: float = 5.0) -> None:
         for node in self.nodes:

@@ -1,5 +1,6 @@
-"""Fixtures shared by the whole suite: a real redis-server, SQLite files, an in-process
-app, real server processes and real Socket.IO clients."""
+"""Fixtures shared by the whole suite: a real redis-server, SQLite files (and a real
+PostgreSQL for tests marked ``both_databases``), an in-process app, real server processes
+and real Socket.IO clients."""
 
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from aiohttp.test_utils import TestServer
 
 from livecommerce.app import NODE, Node, create_app
 from livecommerce.persistence.migrate import migrate
-from livecommerce.settings import load_settings
+from livecommerce.settings import LOADTEST_LIMITS, load_settings
 from tests.support.client import Api, Client
+from tests.support.postgres import PostgresServer
 from tests.support.redis_server import RedisServer
 from tests.support.servers import ServerProcess
 
@@ -44,9 +46,40 @@ def redis_url(redis_server: RedisServer) -> str:
     return redis_server.url
 
 
+#: What a test marked ``both_databases`` runs on, once each (its ids end in ``[sqlite]``
+#: and ``[postgresql]``); unmarked tests get SQLite.
+DATABASES = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    marked = metafunc.definition.get_closest_marker("both_databases") is not None
+    own = any(  # a test may pick one itself: parametrize("db_url", ["postgresql"], indirect=True)
+        "db_url" in str(mark.args[0]) for mark in metafunc.definition.iter_markers("parametrize")
+    )
+    if marked and not own and "db_url" in metafunc.fixturenames:
+        metafunc.parametrize("db_url", DATABASES, indirect=True)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One real PostgreSQL server for the session, started by the first test needing it."""
+    server = PostgresServer()
+    server.start()
+    yield server
+    server.close()
+
+
 @pytest.fixture
-def db_url(tmp_path: Path) -> str:
-    return f"sqlite+aiosqlite:///{tmp_path / 'livecommerce.db'}"
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """A fresh, empty database for each test: a SQLite file, or a new database on the
+    session's PostgreSQL server (tests marked ``both_databases`` run on each)."""
+    if getattr(request, "param", "sqlite") == "sqlite":
+        yield f"sqlite+aiosqlite:///{tmp_path / 'livecommerce.db'}"
+        return
+    server: PostgresServer = request.getfixturevalue("postgres_server")
+    name = server.create_database()
+    yield server.url(name)
+    server.drop_database(name)
 
 
 class AppServer:
@@ -64,6 +97,8 @@ async def start_app(db_url: str, **overrides: dict[str, Any]) -> AppServer:
         "server": {"node_id": "test-node"},
         "engine": FAST_ENGINE,
         "payments": {"sandbox_decline_prefix": "decline-"},
+        # the whole suite connects from 127.0.0.1 (tests of the limits set their own)
+        "limits": dict(LOADTEST_LIMITS),
     }
     for section, values in overrides.items():
         base[section] = {**base.get(section, {}), **values}

@@ -37,7 +37,7 @@ async def _room_with_products(api: Api, host: str, n: int = 3) -> tuple[str, lis
 
 async def _metric(api: Api, name: str) -> float:
     _, text = await api.request("GET", "/metrics")
-    match = re.search(rf"^{name} ([0-9.e+]+)$", text, re.M)
+    match = re.search(rf'^{name}\{{node="[^"]+"\}} ([0-9.e+]+)$', text, re.M)
     assert match, f"{name} missing"
     return float(match.group(1))
 

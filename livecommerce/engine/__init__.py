@@ -5,8 +5,15 @@ from livecommerce.engine.base import Broadcast, DueTimer, Engine, LogEntry, Rese
 __all__ = ["Broadcast", "DueTimer", "Engine", "LogEntry", "Reservation", "create_engine"]
 
 
-def create_engine(redis_url: str | None, node_id: str, **options: float | int) -> Engine:
-    """The Redis engine when ``redis_url`` is given, else the in-process one."""
+def create_engine(
+    redis_url: str | None, node_id: str, *, cluster: bool = False, **options: float | int
+) -> Engine:
+    """The Redis engine when ``redis_url`` is given (a Redis Cluster's when ``cluster``:
+    then the url lists seed nodes, comma-separated), else the in-process one."""
+    if redis_url and cluster:
+        from livecommerce.engine.redis_cluster import RedisClusterEngine
+
+        return RedisClusterEngine(redis_url, node_id, **options)
     if redis_url:
         from livecommerce.engine.redis import RedisEngine
 

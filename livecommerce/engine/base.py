@@ -63,6 +63,10 @@ async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
         await asyncio.wait(pending, timeout=0.1)
 
 
+#: Payload field of a stored timer holding its due time (epoch ms); handlers never see it.
+DUE_KEY = "_due_ms"
+
+
 def now_ms() -> int:
     return int(time.time() * 1000)
 
@@ -139,11 +143,18 @@ class Engine(ABC):
         self._user_conns: dict[str, int] = {}
         self._presence_dirty: set[str] = set()
         self._tasks: list[asyncio.Task[None]] = []
-        self._running_timers: set[asyncio.Task[None]] = set()
+        #: handler tasks of the timers this node holds a lease on, and those timers
+        self._running_timers: dict[asyncio.Task[None], DueTimer] = {}
+        self._claiming = True
         self._membership_lock = asyncio.Lock()
         self._log_handlers: dict[str, LogHandler] = {}
         self._drain_lock = asyncio.Lock()
         self.timers_fired = 0
+        #: Hooks the app sets for metrics (the engine itself stays free of them):
+        #: ``timer_observer(kind, lag_s, ok)`` after each timer handler (lag: start - due),
+        #: ``log_observer(log, entries, seconds, ok)`` after each durable-log batch.
+        self.timer_observer: Callable[[str, float | None, bool], None] | None = None
+        self.log_observer: Callable[[str, int, float, bool], None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -152,6 +163,7 @@ class Engine(ABC):
         self._user_sink = user_sink
 
     async def start(self) -> None:
+        self._claiming = True
         await self._connect()
         self._tasks = [
             asyncio.create_task(self._presence_loop(), name="engine-presence"),
@@ -161,10 +173,9 @@ class Engine(ABC):
         ]
 
     async def close(self) -> None:
+        await self.stop_timers(5.0)
         await _cancel_all(self._tasks)
         self._tasks = []
-        if self._running_timers:
-            await asyncio.wait(self._running_timers, timeout=5)
         with contextlib.suppress(Exception):
             await self._presence_report({room: 0 for room in self._room_members})
         await self._disconnect()
@@ -326,7 +337,9 @@ class Engine(ABC):
     ) -> None:
         """Fire ``kind``'s handler with ``(key, payload)`` at ``at_ms`` (epoch ms), once,
         cluster-wide. Scheduling the same kind+key again replaces the earlier one."""
-        await self._timer_add(keys.timer_name(kind, key), at_ms, payload or {})
+        # The due time rides along, so whichever node fires it knows how late it is.
+        body = {**(payload or {}), DUE_KEY: at_ms}
+        await self._timer_add(keys.timer_name(kind, key), at_ms, body)
 
     async def cancel(self, kind: str, key: str) -> bool:
         return await self._timer_remove(keys.timer_name(kind, key))
@@ -334,7 +347,7 @@ class Engine(ABC):
     async def _timer_loop(self) -> None:
         while True:
             await asyncio.sleep(self.timer_poll_s)
-            if not self._timer_handlers:
+            if not self._timer_handlers or not self._claiming:
                 continue
             try:
                 due = await self._timer_claim(now_ms(), int(self.timer_lease_s * 1000), 100)
@@ -342,12 +355,36 @@ class Engine(ABC):
                 log.warning("timer_claim_failed", error=str(exc))
                 continue
             for timer in due:
+                if not self._claiming:  # stop_timers() began while we claimed these
+                    await self._hand_back(timer)
+                    continue
                 task = asyncio.create_task(self._fire(timer))
-                self._running_timers.add(task)
-                task.add_done_callback(self._running_timers.discard)
+                self._running_timers[task] = timer
+                task.add_done_callback(self._running_timers.pop)
+
+    async def stop_timers(self, grace_s: float) -> None:
+        """Shutdown: claim no more timers, give the running handlers ``grace_s`` to
+        finish, then cancel the rest and hand their leases back (due now), so another node
+        fires them at once rather than when the lease lapses."""
+        self._claiming = False
+        if self._running_timers:
+            await asyncio.wait(list(self._running_timers), timeout=grace_s)
+        left = dict(self._running_timers)
+        await _cancel_all(list(left))
+        for timer in left.values():
+            await self._hand_back(timer)
+
+    async def _hand_back(self, timer: DueTimer) -> None:
+        try:
+            if await self._timer_extend(timer.name, timer.token, now_ms()):
+                log.info("timer_handed_back", timer=timer.name)
+        except Exception as exc:
+            log.warning("timer_hand_back_failed", timer=timer.name, error=str(exc))
 
     async def _fire(self, timer: DueTimer) -> None:
         kind, _, key = timer.name.partition(":")
+        due = timer.payload.pop(DUE_KEY, None)
+        lag_s = (now_ms() - due) / 1000 if isinstance(due, int) else None
         handler = self._timer_handlers.get(kind)
         if handler is None:
             log.error("timer_without_handler", timer=timer.name)
@@ -357,10 +394,14 @@ class Engine(ABC):
             await handler(key, timer.payload)
         except Exception:
             log.exception("timer_handler_failed", timer=timer.name)
+            if self.timer_observer is not None:
+                self.timer_observer(kind, lag_s, False)
             return  # retried by whichever node claims it after the lease lapses
         finally:
             await _cancel_all([renewing])
         self.timers_fired += 1
+        if self.timer_observer is not None:
+            self.timer_observer(kind, lag_s, True)
         try:
             await self._timer_done(timer.name, timer.token)
         except Exception as exc:
@@ -423,12 +464,17 @@ class Engine(ABC):
             entries = await self._log_read(name, 200)
             if not entries:
                 continue
+            started = time.perf_counter()
             try:
                 await handler([dict(entry.data) for entry in entries])  # a retry sees the originals
-            except BaseException:
+            except BaseException as exc:
                 await self._log_release(name, entries)
+                if self.log_observer is not None and isinstance(exc, Exception):
+                    self.log_observer(name, len(entries), time.perf_counter() - started, False)
                 raise
             await self._log_ack(name, entries)
+            if self.log_observer is not None:
+                self.log_observer(name, len(entries), time.perf_counter() - started, True)
             count += len(entries)
         return count
 

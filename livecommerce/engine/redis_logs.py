@@ -16,18 +16,18 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from redis.asyncio import Redis
 from redis.exceptions import ResponseError
 
 from livecommerce.engine import keys
 from livecommerce.engine.base import LogEntry
+from livecommerce.engine.redis_common import Client
 
 GROUP = "writers"
 CLAIM_IDLE_MS = 5_000
 
 
 class RedisLogs:
-    def __init__(self, redis: Redis, consumer: str) -> None:
+    def __init__(self, redis: Client, consumer: str) -> None:
         self.redis = redis
         self.consumer = consumer
         self._grouped: set[str] = set()

@@ -7,24 +7,22 @@ status only moves forward (by ``updated_at``), and a coupon is unique per member
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from livecommerce import jsonutil
 from livecommerce.persistence.db import Database
 from livecommerce.persistence.groupbuy_models import GroupBuy, GroupCampaign, GroupCoupon
 from livecommerce.persistence.models import Order, new_id
-from livecommerce.persistence.repositories import _rowcount, _tx
+from livecommerce.persistence.repositories import _rowcount, _tx, upsert_rows
 
 _ORDER_COLUMNS = frozenset(Order.__table__.columns.keys())
 #: What may change on a known order: a group member's price drops to the tier reached.
 _ORDER_MOVES = ("status", "updated_at", "unit_price_cents", "amount_cents")
 _GROUP_MOVES = ("status", "members", "price_cents", "settled_at", "updated_at")
-_RETRIES = 3
 _UNSETTLED = ("forming", "open")
 
 
@@ -60,17 +58,10 @@ class GroupRecords:
     ) -> None:
         order_rows = [{k: v for k, v in o.items() if k in _ORDER_COLUMNS} for o in orders]
         group_rows = [_group_row(g) for g in groups]
-        for attempt in range(_RETRIES):
-            try:
-                async with _tx(self._db) as s:
-                    await _upsert(s, Order, order_rows, _ORDER_MOVES)
-                    await _upsert(s, GroupBuy, group_rows, _GROUP_MOVES)
-                return
-            except IntegrityError:
-                # Another node inserted one of these rows between our read and our insert:
-                # it exists now, so the next attempt updates it instead.
-                if attempt == _RETRIES - 1:
-                    raise
+        async with _tx(self._db) as s:
+            # Always orders before groups: two nodes' transactions lock in one order.
+            await upsert_rows(s, self._db, Order, order_rows, _moves(_ORDER_MOVES))
+            await upsert_rows(s, self._db, GroupBuy, group_rows, _moves(_GROUP_MOVES))
 
     async def group(self, group_id: str) -> GroupBuy | None:
         async with _tx(self._db, readonly=True) as s:
@@ -130,24 +121,16 @@ def _group_row(group: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-async def _upsert(
-    s: AsyncSession, model: Any, rows: Iterable[dict[str, Any]], moves: tuple[str, ...]
-) -> None:
-    """Insert new ids; move known rows forward, never back (an older ``updated_at`` from a
-    late log entry leaves a newer row alone). Rows of one batch apply in order."""
-    rows = list(rows)
-    if not rows:
-        return
-    found = await s.scalars(select(model).where(model.id.in_({r["id"] for r in rows})))
-    known = {row.id: row for row in found}
-    for row in rows:
-        current = known.get(row["id"])
-        if current is None:
-            known[row["id"]] = current = model(**row)
-            s.add(current)
-        elif current.updated_at <= row["updated_at"]:
-            for name in moves:
+def _moves(names: tuple[str, ...]) -> Callable[[Any, Mapping[str, Any]], None]:
+    """Move a stored row forward, never back: an older ``updated_at`` from a late log
+    entry leaves a newer row alone."""
+
+    def move(current: Any, row: Mapping[str, Any]) -> None:
+        if current.updated_at <= row["updated_at"]:
+            for name in names:
                 setattr(current, name, row[name])
+
+    return move
 
 
 class Coupons:

@@ -7,7 +7,7 @@ from typing import Any
 from sqlalchemy import select
 
 from livecommerce import jsonutil
-from livecommerce.persistence.db import Database
+from livecommerce.persistence.db import Database, dialect_insert
 from livecommerce.persistence.metrics_models import MetricsMinute
 from livecommerce.persistence.repositories import _tx
 
@@ -20,13 +20,10 @@ class MetricsHistory:
         """Insert or replace the room's row for the period starting at ``at``."""
         values = {**row, "products_json": jsonutil.dumps(row.get("products") or {})}
         values.pop("products", None)
+        query = dialect_insert(self._db, MetricsMinute).values(room_id=room_id, at=at, **values)
+        query = query.on_conflict_do_update(index_elements=["room_id", "at"], set_=values)
         async with _tx(self._db) as s:
-            found = await s.get(MetricsMinute, (room_id, at))
-            if found is None:
-                s.add(MetricsMinute(room_id=room_id, at=at, **values))
-            else:
-                for name, value in values.items():
-                    setattr(found, name, value)
+            await s.execute(query)
 
     async def since(self, room_id: str, since_ms: int, limit: int = 1440) -> list[MetricsMinute]:
         query = (

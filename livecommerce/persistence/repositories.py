@@ -1,8 +1,12 @@
 """Repositories: the only code that writes SQL. Each call is one short transaction.
 
-Every write that could race with another process is a single conditional statement or an
-insert that treats the unique-key violation as "someone else got there first", so the
-same code is correct on SQLite (several processes, one file) and on PostgreSQL.
+Every write that could race with another process is a single conditional statement, an
+insert that skips ids already stored (``ON CONFLICT DO NOTHING``) or treats the
+unique-key violation as "someone else got there first", or a read-modify-write whose read
+locks the rows (``FOR UPDATE``, keys always taken in id order so two writers queue rather
+than deadlock; SQLite ignores it, its write transactions already run one at a time). So
+the same code is correct on SQLite (several processes, one file) and on PostgreSQL (READ
+COMMITTED, transactions really overlapping).
 """
 
 from __future__ import annotations
@@ -12,11 +16,11 @@ from contextlib import asynccontextmanager
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, select, update
-from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from livecommerce import errors
-from livecommerce.persistence.db import Database
+from livecommerce.persistence.db import Database, dialect_insert, means_unavailable
 from livecommerce.persistence.models import (
     AppSecret,
     Order,
@@ -30,17 +34,61 @@ from livecommerce.persistence.models import (
 
 @asynccontextmanager
 async def _tx(db: Database, *, readonly: bool = False) -> AsyncIterator[AsyncSession]:
-    """One transaction. A lock timeout or lost connection becomes ``unavailable``:
-    the transaction was rolled back, so nothing was changed."""
+    """One transaction. A lock timeout, lost connection, unreachable server or deadlock
+    becomes ``unavailable``: the transaction was rolled back, so nothing was changed."""
     try:
         async with db.session(readonly=readonly) as session, session.begin():
             yield session
-    except OperationalError as exc:
-        raise errors.Unavailable("the database is unavailable; nothing was changed") from exc
+    except Exception as exc:
+        if means_unavailable(exc):
+            raise errors.Unavailable("the database is unavailable; nothing was changed") from exc
+        raise
 
 
 def _rowcount(result: Any) -> int:
     return cast(CursorResult[Any], result).rowcount
+
+
+async def locked(s: AsyncSession, model: Any, ids: Collection[str]) -> dict[str, Any]:
+    """The rows of ``model`` with these ids, locked until the transaction ends (in id
+    order: two writers with overlapping ids queue instead of deadlocking)."""
+    query = select(model).where(model.id.in_(ids)).order_by(model.id).with_for_update()
+    return {row.id: row for row in await s.scalars(query)}
+
+
+async def upsert_rows(
+    s: AsyncSession,
+    db: Database,
+    model: Any,
+    rows: Sequence[Mapping[str, Any]],
+    move: Callable[[Any, Mapping[str, Any]], None],
+) -> int:
+    """Write a batch of rows keyed by ``id``, applied in order; returns how many ids this
+    call inserted. The first row of each id is inserted unless it is stored (``ON
+    CONFLICT DO NOTHING``: a row another node inserts meanwhile is waited for, then
+    skipped, never an error); every other row goes to ``move(stored, row)`` with the
+    stored row locked, so two nodes' updates of one row apply one after the other.
+
+    The conflict clause names no constraint on purpose: PostgreSQL arbitrates only the
+    named ones, and two nodes inserting the same order would then collide on its other
+    unique key (the request). A row skipped for another id holding its unique key is
+    ``Conflict``."""
+    if not rows:
+        return 0
+    first: dict[str, int] = {}  # id -> index of its first row
+    for index, row in enumerate(rows):
+        first.setdefault(row["id"], index)
+    query = dialect_insert(db, model).on_conflict_do_nothing()
+    # In id order, as racing writers lock the same keys: none waits for one that waits.
+    done = await s.execute(query.returning(model.id), [rows[first[k]] for k in sorted(first)])
+    new = set(done.scalars())
+    stored = await locked(s, model, first.keys())
+    if len(stored) < len(first):
+        raise errors.Conflict(f"a {model.__tablename__} row already holds this unique key")
+    for index, row in enumerate(rows):
+        if row["id"] not in new or index != first[row["id"]]:
+            move(stored[row["id"]], row)
+    return len(new)
 
 
 class Users:
@@ -232,28 +280,17 @@ class Orders:
 
     async def upsert_many(self, batch: Sequence[Mapping[str, Any]]) -> int:
         """``upsert`` for a batch in one transaction (the order writer's path): new ids are
-        inserted, known ones only move forward. On a unique-key race with another process
-        the batch falls back to one ``upsert`` per order. Returns how many were new."""
+        inserted, known ones only move forward. If an order's request is already taken by
+        another id, the batch falls back to one ``upsert`` per order (which names the
+        conflict). Returns how many were new."""
         rows = [{k: v for k, v in o.items() if k in _ORDER_COLUMNS} for o in batch]
+        for row in rows:
+            row.setdefault("created_at", now_ms())
+            row.setdefault("updated_at", row["created_at"])
         try:
             async with _tx(self._db) as s:
-                query = select(Order).where(Order.id.in_({r["id"] for r in rows}))
-                known = {o.id: o for o in await s.scalars(query)}
-                inserted = 0
-                for row in rows:
-                    row.setdefault("created_at", now_ms())
-                    row.setdefault("updated_at", row["created_at"])
-                    current = known.get(row["id"])
-                    if current is None:
-                        known[row["id"]] = current = Order(**row)
-                        s.add(current)
-                        inserted += 1
-                    elif (
-                        current.status != row["status"] and current.updated_at <= row["updated_at"]
-                    ):
-                        current.status, current.updated_at = row["status"], row["updated_at"]
-            return inserted
-        except IntegrityError:
+                return await upsert_rows(s, self._db, Order, rows, _move_order)
+        except (IntegrityError, errors.Conflict):
             return sum([await self.upsert(row) for row in rows])
 
     async def _refresh(self, fields: Mapping[str, Any]) -> bool:
@@ -285,6 +322,11 @@ class Orders:
         query = query.order_by(Order.created_at.desc(), Order.id)
         async with _tx(self._db, readonly=True) as s:
             return list(await s.scalars(query))
+
+
+def _move_order(current: Order, row: Mapping[str, Any]) -> None:
+    if current.status != row["status"] and current.updated_at <= row["updated_at"]:
+        current.status, current.updated_at = row["status"], row["updated_at"]
 
 
 class Secrets:

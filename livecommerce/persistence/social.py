@@ -7,7 +7,7 @@ from typing import Any
 
 from sqlalchemy import select, update
 
-from livecommerce.persistence.db import Database
+from livecommerce.persistence.db import Database, dialect_insert
 from livecommerce.persistence.models import Comment, ModerationAction, Room, new_id
 from livecommerce.persistence.repositories import _tx
 
@@ -21,20 +21,28 @@ class Comments:
     ) -> int:
         """Insert ``new`` comments (ids already stored are skipped: the log is delivered at
         least once) and mark ``deleted`` ones (id -> (at, by)), in one transaction.
-        Returns how many were inserted."""
-        ids = {c["id"] for c in new} | set(deleted)
+        Returns how many were inserted.
+
+        Both steps are single statements that decide per row in the database (``ON
+        CONFLICT DO NOTHING``; ``deleted_at IS NULL``), so nodes writing the same entries
+        at once never fail on a duplicate key nor overwrite the first deletion."""
+        rows = list({c["id"]: c for c in reversed(new)}.values())  # first of each id
+        rows.sort(key=lambda c: c["id"])  # racing writers take the same keys in one order
+        inserted = 0
         async with _tx(self._db) as s:
-            known = {c.id: c for c in await s.scalars(select(Comment).where(Comment.id.in_(ids)))}
-            inserted = 0
-            for item in new:
-                if item["id"] not in known:
-                    known[item["id"]] = row = Comment(**item)
-                    s.add(row)
-                    inserted += 1
-            for comment_id, (at, by) in deleted.items():
-                found = known.get(comment_id)
-                if found is not None and found.deleted_at is None:
-                    found.deleted_at, found.deleted_by = at, by
+            if rows:
+                query = dialect_insert(self._db, Comment).on_conflict_do_nothing(
+                    index_elements=["id"]
+                )
+                done = await s.execute(query.returning(Comment.id), rows)
+                inserted = len(done.all())
+            for comment_id, (at, by) in sorted(deleted.items()):
+                await s.execute(
+                    update(Comment)
+                    .where(Comment.id == comment_id, Comment.deleted_at.is_(None))
+                    .values(deleted_at=at, deleted_by=by)
+                    .execution_options(synchronize_session=False)
+                )
         return inserted
 
     async def list_for_room(self, room_id: str, limit: int = 100) -> list[Comment]:
@@ -99,7 +107,8 @@ class LikeTotals:
     async def add(self, deltas: Mapping[str, int]) -> None:
         """Add each room's new taps (one transaction for every room this node saw)."""
         async with _tx(self._db) as s:
-            for room_id, delta in deltas.items():
+            # Rooms in one order: two nodes adding to the same rooms queue, not deadlock.
+            for room_id, delta in sorted(deltas.items()):
                 await s.execute(
                     update(Room).where(Room.id == room_id).values(likes=Room.likes + delta)
                 )

@@ -7,9 +7,11 @@ handler can forget validation, authorization, metrics or the error envelope.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Generic, TypeVar
 
 import structlog
@@ -18,13 +20,20 @@ from pydantic import BaseModel
 from livecommerce import errors
 from livecommerce.auth import Principal
 from livecommerce.features.access import Access, require
-from livecommerce.observability import Metrics
+from livecommerce.observability import EVENT_LOG_CONTEXT, Metrics
 from livecommerce.transport._validate import validate
 
 log = structlog.get_logger(__name__)
 
 P = TypeVar("P", bound=BaseModel)
 Ack = dict[str, Any]
+#: Payload fields copied into the log context of an event (when they are short strings).
+LOGGED_IDS = frozenset(
+    "room_id request_id sale_id order_id campaign_id group_id draw_id pk_id product_id".split()
+)
+#: Refusals log at info, except: a backend down (warning) and rate limits (debug: a flood
+#: of refused events must not become a flood of log lines).
+_REFUSAL_LEVEL = {"unavailable": logging.WARNING, "rate_limited": logging.DEBUG}
 
 
 @dataclass(slots=True, eq=False)
@@ -37,6 +46,7 @@ class Connection:
     rooms: set[str] = field(default_factory=set)
     eio: Any = None  # its Engine.IO socket (engineio.async_socket.AsyncSocket)
     cut: bool = False  # cut off as a slow consumer: nothing more is written to it
+    events: Any = None  # its event-rate bucket (transport/limits.py Bucket)
     #: Serialises this connection's comments: socket.io runs each event in a task of its
     #: own, and a sender's comments must reach the room in the order they were sent.
     #: Made on the first comment: most connections never send one.
@@ -96,6 +106,8 @@ class Dispatcher:
         started = time.perf_counter()
         spec = self.specs.get(event)
         label = event if spec is not None else "_unknown"
+        # Every log line of this event (features' too) carries who and what it was about.
+        bound = EVENT_LOG_CONTEXT.set(partial(_log_context, conn, event, data))
         try:
             if spec is None:
                 raise errors.Invalid("unknown event", event=str(event)[:64])
@@ -103,12 +115,16 @@ class Dispatcher:
             outcome = "ok"
         except errors.DomainError as exc:
             ack, outcome = {"ok": False, "error": exc.to_dict()}, exc.code
+            level = _REFUSAL_LEVEL.get(exc.code, logging.INFO)
+            log.log(level, "event_refused", code=exc.code, message=exc.message)
         except Exception:
-            log.exception("event_failed", socket_event=event, sid=conn.sid)
+            log.exception("event_failed")
+            # docs/protocol.md: a server fault answers unavailable / "internal error".
             ack = {"ok": False, "error": errors.Unavailable("internal error").to_dict()}
-            outcome = "unavailable"
-        self.metrics.events.labels(label, outcome).inc()
-        self.metrics.ack_latency.labels(label).observe(time.perf_counter() - started)
+            outcome = "internal"
+        finally:
+            EVENT_LOG_CONTEXT.reset(bound)
+        self.metrics.event_done(label, outcome, time.perf_counter() - started)
         return ack
 
     async def _run(self, spec: EventSpec, conn: Connection, data: Any) -> Ack:
@@ -121,3 +137,15 @@ class Dispatcher:
         require(conn.principal, spec.access, host_id)
         result = await spec.handler(Call(conn, payload))
         return {"ok": True, **result}
+
+
+def _log_context(conn: Connection, event: str, data: Any) -> dict[str, Any]:
+    context: dict[str, Any] = {"sid": conn.sid, "socket_event": str(event)[:64]}
+    if conn.principal is not None:
+        context["user_id"] = conn.principal.id
+    if isinstance(data, dict):
+        for key in LOGGED_IDS:
+            value = data.get(key)
+            if isinstance(value, str) and 0 < len(value) <= 128:
+                context[key] = value
+    return context

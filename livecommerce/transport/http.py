@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import logging
+import re
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -15,6 +18,7 @@ from livecommerce.auth import Principal
 from livecommerce.features.access import Access, require
 from livecommerce.features.rooms.schemas import ProductCreate, RoomCreate
 from livecommerce.features.schemas import Payload
+from livecommerce.observability import CONTENT_TYPE
 from livecommerce.transport._validate import M, validate
 
 if TYPE_CHECKING:
@@ -24,6 +28,9 @@ log = structlog.get_logger(__name__)
 
 STATIC = Path(__file__).resolve().parent.parent.parent / "static"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+REQUEST_ID_HEADER = "X-Request-Id"
+#: What an incoming request id may look like (UUIDs, trace ids); anything else is replaced.
+_SANE_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 
 
 class GuestIn(Payload):
@@ -40,7 +47,30 @@ def json_response(data: Any, status: int = 200) -> web.Response:
 
 
 def error_response(exc: errors.DomainError) -> web.Response:
-    return json_response({"error": exc.to_dict()}, status=exc.http_status)
+    response = json_response({"error": exc.to_dict()}, status=exc.http_status)
+    retry_ms = exc.extra.get("retry_after_ms")
+    if isinstance(retry_ms, int):
+        response.headers["Retry-After"] = str(max(1, -(-retry_ms // 1000)))
+    return response
+
+
+def request_id_of(request: web.Request) -> str:
+    """The request's id: the caller's X-Request-Id (a client's or the balancer's trace id)
+    when it looks like one, else a new one. It is echoed back and on every log line."""
+    given = request.headers.get(REQUEST_ID_HEADER, "")
+    return given if _SANE_ID.fullmatch(given) else uuid.uuid4().hex
+
+
+def _log_context(request: web.Request) -> dict[str, str]:
+    context = {
+        "request_id": request_id_of(request),
+        "http_method": request.method,
+        "http_path": request.path[:200],
+    }
+    room_id = request.match_info.get("room_id")
+    if room_id:
+        context["room_id"] = room_id[:128]
+    return context
 
 
 def error_middleware(node: Node) -> Middleware:
@@ -48,24 +78,43 @@ def error_middleware(node: Node) -> Middleware:
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         route = request.match_info.route.resource
         name = route.canonical if route is not None else "_unmatched"
+        # Socket.IO's requests are left alone: each event binds its own context
+        # (dispatch.py), and a WebSocket's request lasts as long as its connection.
+        socketio = request.path.startswith("/socket.io")
+        context = {} if socketio else _log_context(request)
+        bound = structlog.contextvars.bind_contextvars(**context)
         try:
             response = await handler(request)
         except errors.DomainError as exc:
             response = error_response(exc)
+            _log_refusal(exc.code, response.status)
         except web.HTTPException as exc:
-            if exc.status < 400 or request.path.startswith("/socket.io"):
+            if exc.status < 400 or socketio:
+                if context:
+                    exc.headers[REQUEST_ID_HEADER] = context["request_id"]
                 raise
             code = {404: "not_found", 405: "invalid", 413: "invalid"}.get(exc.status, "invalid")
             response = json_response(
                 {"error": {"code": code, "message": exc.reason}}, status=exc.status
             )
+            _log_refusal(code, exc.status)
         except Exception:
-            log.exception("http_failed", path=request.path)
+            log.exception("http_failed")
             response = error_response(errors.Unavailable("internal error"))
+        finally:
+            structlog.contextvars.reset_contextvars(**bound)
+        if context and not response.prepared:
+            response.headers[REQUEST_ID_HEADER] = context["request_id"]
         node.metrics.http.labels(name, str(response.status)).inc()
         return response
 
     return middleware
+
+
+def _log_refusal(code: str, status: int) -> None:
+    # As for socket events: info, a backend down at warning, rate limits at debug.
+    level = {"unavailable": logging.WARNING, "rate_limited": logging.DEBUG}.get(code, logging.INFO)
+    log.log(level, "http_refused", code=code, status=status)
 
 
 async def body(request: web.Request, schema: type[M]) -> M:
@@ -87,7 +136,9 @@ class Routes:
         scheme, _, token = header.partition(" ")
         if scheme.lower() != "bearer" or not token:
             raise errors.Unauthorized("use Authorization: Bearer <token>")
-        return self.node.auth.verify(token.strip())
+        principal = self.node.auth.verify(token.strip())
+        structlog.contextvars.bind_contextvars(user_id=principal.id)  # this request's lines
+        return principal
 
     async def authorize(self, request: web.Request, access: Access) -> Principal:
         principal = self.principal(request)
@@ -105,20 +156,28 @@ class Routes:
 
     async def readyz(self, _: web.Request) -> web.Response:
         checks = {"database": await self.node.db.ping(), "engine": await self.node.engine.ping()}
+        # Draining (SIGTERM): not ready, so the balancer stops routing clients here.
+        checks["accepting"] = not self.node.draining
         ok = all(checks.values())
         return json_response({"ok": ok, "checks": checks}, status=200 if ok else 503)
 
     async def metrics(self, _: web.Request) -> web.Response:
-        return web.Response(body=self.node.metrics.render(), content_type="text/plain")
+        return web.Response(body=self.node.metrics.render(), headers={"Content-Type": CONTENT_TYPE})
 
     # -- auth ---------------------------------------------------------------------------
 
+    def limit_auth(self, request: web.Request) -> None:
+        limits = self.node.limits
+        limits.check_auth(limits.client_ip(request.remote, request.headers))
+
     async def guest(self, request: web.Request) -> web.Response:
+        self.limit_auth(request)
         data = await body(request, GuestIn)
         token, user = await self.node.auth.guest(data.name)
         return json_response({"token": token, "user": user.to_public()})
 
     async def login(self, request: web.Request) -> web.Response:
+        self.limit_auth(request)
         data = await body(request, LoginIn)
         token, user = await self.node.auth.login(data.username, data.password)
         return json_response({"token": token, "user": user.to_public()})

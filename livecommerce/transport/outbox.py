@@ -41,19 +41,23 @@ log = structlog.get_logger(__name__)
 @dataclass(frozen=True, slots=True)
 class Frame:
     """Socket.IO events encoded once: the WebSocket frames back to back (one write) and
-    the same events as Engine.IO packets (for the queue)."""
+    the same events as Engine.IO packets (for the queue). ``comments``: how many bullet
+    comments it carries (counted as dropped if a slow connection never gets it)."""
 
     ws: bytes
     packets: tuple[eio_packet.Packet, ...]
+    comments: int = 0
 
     @classmethod
-    def encode(cls, event: str, payload: dict[str, Any]) -> Frame:
+    def encode(cls, event: str, payload: dict[str, Any], comments: int = 0) -> Frame:
         body = b"42" + jsonutil.dumpb([event, payload])  # Engine.IO message, SIO event
         packet = eio_packet.Packet(eio_packet.MESSAGE, body[1:].decode())
-        return cls(_ws_text_frame(body), (packet,))
+        return cls(_ws_text_frame(body), (packet,), comments)
 
     def __add__(self, other: Frame) -> Frame:
-        return Frame(self.ws + other.ws, self.packets + other.packets)
+        return Frame(
+            self.ws + other.ws, self.packets + other.packets, self.comments + other.comments
+        )
 
 
 def _ws_text_frame(payload: bytes) -> bytes:
@@ -87,6 +91,7 @@ def websocket_class(*, compress: bool, sndbuf: int) -> type[EioWebSocket]:
             owner = getattr(self.handler, "__self__", None)  # the Engine.IO socket
             if owner is not None:
                 owner.lc_ws = self._sock
+                owner.lc_transport = request.transport  # graceful shutdown lets go of it
             self.environ = environ
             try:
                 await self.handler(self)
@@ -112,6 +117,7 @@ class Outbox:
         self.users: dict[str, dict[str, Connection]] = {}
         self._direct = metrics.frames.labels("direct")
         self._queued = metrics.frames.labels("queued")
+        self._comments_lost = metrics.cut_comments
 
     # -- membership ---------------------------------------------------------------------
 
@@ -167,7 +173,10 @@ class Outbox:
 
     def _write(self, conn: Connection, frame: Frame) -> int:
         eio = conn.eio
-        if eio is None or eio.closed or eio.closing or conn.cut:
+        if conn.cut:
+            self._lost(frame)
+            return _SKIPPED
+        if eio is None or eio.closed or eio.closing:
             return _SKIPPED
         queue: asyncio.Queue[Any] = eio.queue
         ws = getattr(eio, "lc_ws", None)
@@ -175,6 +184,7 @@ class Outbox:
         transport: Any = None if writer is None else writer.transport
         if transport is not None and transport.get_write_buffer_size() > self.max_buffer:
             self._cut(conn, "socket buffer full")
+            self._lost(frame)
             return _SKIPPED
         # The writer task idles in queue.get() (a waiting getter) only when it holds
         # nothing: then writing past it cannot overtake anything.
@@ -186,10 +196,15 @@ class Outbox:
                 return _DIRECT
         if queue.qsize() >= self.max_queue:
             self._cut(conn, "queue full")
+            self._lost(frame)
             return _SKIPPED
         for packet in frame.packets:
             queue.put_nowait(packet)
         return _QUEUED
+
+    def _lost(self, frame: Frame) -> None:
+        if frame.comments:
+            self._comments_lost.inc(frame.comments)
 
     def _cut(self, conn: Connection, why: str) -> None:
         conn.cut = True

@@ -26,6 +26,7 @@ from livecommerce.features.comments.batching import Batcher
 from livecommerce.features.comments.events import CommentEvent
 from livecommerce.settings import Settings
 from livecommerce.transport.dispatch import Connection, Dispatcher
+from livecommerce.transport.limits import Limits
 from livecommerce.transport.outbox import Frame, Outbox, websocket_class
 
 if TYPE_CHECKING:
@@ -106,8 +107,16 @@ class SocketGateway:
         self._ticker: asyncio.Task[None] | None = None
         #: room -> broadcasts waiting behind the room's pending comments
         self._behind: dict[str, Frame] = {}
+        #: room -> what arrived after a comment batch that had to wait for the next tick
+        self._after: dict[str, list[Broadcast]] = {}
         #: Called with each connection that went away (e.g. staff metrics subscriptions).
         self.disconnect_hooks: list[Callable[[Connection], None]] = []
+        self.limits: Limits = node.limits
+        #: Set by drain(): new connections and events are turned away.
+        self.draining = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         sio.on("connect", self._on_connect)
         sio.on("disconnect", self._on_disconnect)
         sio.on("*", self._on_event)
@@ -115,8 +124,21 @@ class SocketGateway:
     # -- engine sinks -------------------------------------------------------------------
 
     async def deliver_room(self, message: Broadcast) -> None:
+        self._place(message)
+
+    def _place(self, message: Broadcast) -> None:
         room_id = message.room_id
+        later = self._after.get(room_id)
+        if later is not None:
+            later.append(message)  # behind a later batch: keeps its place in seq order
+            return
         if message.event == CommentEvent.BATCH:
+            if room_id in self._behind:
+                # A broadcast waits behind earlier comments: this later batch may not join
+                # their tick (it would leave, with its higher seq, before the broadcast, and
+                # a client keeping seq order would drop the broadcast). It opens the next.
+                self._after[room_id] = [message]
+                return
             self.batcher.add(room_id, message.seq, message.payload["items"])
             return
         behind = self._behind.get(room_id)
@@ -162,7 +184,13 @@ class SocketGateway:
 
     def flush_comments(self, room_id: str) -> None:
         """The room's tick: one write per viewer with its comment:batch and whatever
-        broadcasts arrived after those comments."""
+        broadcasts arrived after those comments; then what arrived after those broadcasts
+        takes their place (its comments wait for the next tick)."""
+        self._send_tick(room_id)
+        for message in self._after.pop(room_id, None) or ():
+            self._place(message)
+
+    def _send_tick(self, room_id: str) -> None:
         tick = self.batcher.take(room_id)
         behind = self._behind.pop(room_id, None)
         if tick is None:
@@ -172,7 +200,7 @@ class SocketGateway:
         metrics = self.node.metrics
         metrics.comment_batch_items.observe(tick.received)
         if tick.dropped:
-            metrics.comments_dropped.inc(tick.dropped)
+            metrics.sampled_out.inc(tick.dropped)
         members = self.outbox.members(room_id)
         if not members:
             return
@@ -180,17 +208,21 @@ class SocketGateway:
         for user_id, own in tick.own.items():
             sids = [sid for sid in self.outbox.user_conns(user_id) if sid in members]
             if sids:
-                frame = Frame.encode(CommentEvent.BATCH, tick.payload_for(room_id, own))
+                payload = tick.payload_for(room_id, own)
+                frame = Frame.encode(CommentEvent.BATCH, payload, len(payload["items"]))
                 personal.update(dict.fromkeys(sids, frame if behind is None else frame + behind))
         shared = behind
         if tick.items or tick.dropped:
-            batch = Frame.encode(CommentEvent.BATCH, tick.payload_for(room_id))
+            batch = Frame.encode(CommentEvent.BATCH, tick.payload_for(room_id), len(tick.items))
             shared = batch if behind is None else batch + behind
         send = self.outbox.send
+        frames = 0
         for sid, conn in list(members.items()):
             mine = personal.get(sid, shared)
             if mine is not None:
                 send(conn, mine)
+                frames += mine is not behind
+        metrics.comment_frames.inc(frames)
 
     # -- membership ---------------------------------------------------------------------
 
@@ -211,6 +243,9 @@ class SocketGateway:
             conn.rooms.discard(room_id)
             raise
         if conn.sid in self.conns:  # not disconnected meanwhile
+            # Comments waiting for this tick may also be in the joiner's snapshot or replay:
+            # it drops those by id (docs/protocol.md). Flushing them early instead would
+            # spend the room's sampling budget on every join of a busy room.
             self.outbox.join(conn, room_id)
 
     async def leave(self, conn: Connection, room_id: str) -> None:
@@ -221,6 +256,7 @@ class SocketGateway:
         if not self.outbox.members(room_id):
             self.batcher.forget(room_id)
             self._behind.pop(room_id, None)
+            self._after.pop(room_id, None)
         await self.node.engine.room_local_leave(room_id)
 
     # -- socket.io callbacks ------------------------------------------------------------
@@ -228,25 +264,34 @@ class SocketGateway:
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
         token = auth.get("token") if isinstance(auth, dict) else None
         principal = None
-        if token:
-            try:
+        request = environ.get("aiohttp.request")
+        # engineio's aiohttp driver says REMOTE_ADDR 127.0.0.1 for everyone: ask aiohttp.
+        ip = self.limits.client_ip(
+            getattr(request, "remote", None), getattr(request, "headers", {})
+        )
+        try:
+            if self.draining:
+                raise errors.Unavailable("this node is shutting down; connect to another")
+            if token:
                 principal = self.node.auth.verify(str(token))
-            except errors.DomainError as exc:
-                # The client's connect_error gets {"message", "data": {"code", "message"}}.
-                raise socketio.exceptions.ConnectionRefusedError(
-                    exc.message, exc.to_dict()
-                ) from None
-        ip = str(environ.get("REMOTE_ADDR", ""))
+            held = len(self.outbox.user_conns(principal.id)) if principal is not None else 0
+            self.limits.check_connect(ip, principal.id if principal else None, held)
+        except errors.DomainError as exc:
+            # The client's connect_error gets {"message", "data": {"code", "message"}}.
+            raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.to_dict()) from None
         eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
         conn = Connection(
-            sid=sid, principal=principal, ip=ip, eio=self.sio.eio.sockets.get(eio_sid)
+            sid=sid,
+            principal=principal,
+            ip=ip,
+            eio=self.sio.eio.sockets.get(eio_sid),
+            events=self.limits.conn_bucket(),
         )
         # python-socketio keeps each connection's WSGI-style environ (headers, the first
         # aiohttp request) for its lifetime; nothing reads it after this point.
         if eio_sid in self.sio.environ:
             self.sio.environ[eio_sid] = {"REMOTE_ADDR": ip}
         self.conns[sid] = conn
-        self.node.metrics.connections.inc()
         if principal is not None:
             self.outbox.add_user(conn, principal.id)
             await self.node.engine.user_local_join(principal.id)
@@ -255,7 +300,7 @@ class SocketGateway:
         conn = self.conns.pop(sid, None)
         if conn is None:
             return
-        self.node.metrics.connections.dec()
+        self.node.metrics.disconnected(reason)
         for hook in self.disconnect_hooks:
             try:
                 hook(conn)
@@ -274,7 +319,68 @@ class SocketGateway:
         conn = self.conns.get(sid)
         if conn is None:  # an event racing its own disconnect
             return {"ok": False, "error": errors.Unauthorized("not connected").to_dict()}
+        try:
+            if self.draining:
+                raise errors.Unavailable(
+                    "this node is shutting down; reconnect and send again", retry_after_ms=1000
+                )
+            user_id = conn.principal.id if conn.principal is not None else None
+            self.limits.check_event(conn.events, conn.ip, user_id)
+        except errors.DomainError as exc:
+            label = event if event in self.dispatcher.specs else "_unknown"
+            self.node.metrics.event_done(label, exc.code, 0.0)
+            return {"ok": False, "error": exc.to_dict()}
         data = args[0] if args else None
         if len(args) > 1:
             return {"ok": False, "error": errors.Invalid("send one payload object").to_dict()}
-        return await self.dispatcher.dispatch(conn, event, data)
+        self._in_flight += 1
+        self._idle.clear()
+        try:
+            return await self.dispatcher.dispatch(conn, event, data)
+        finally:
+            self._in_flight -= 1
+            if not self._in_flight:
+                self._idle.set()
+
+    # -- graceful shutdown --------------------------------------------------------------
+
+    async def drain(self, grace_s: float, spread_s: float) -> None:
+        """SIGTERM, transport side. New connections and events are turned away
+        (``unavailable``: the client retries elsewhere, request ids make that safe); the
+        events already running finish and get their acks; then every client is told
+        (``server:draining``) and its Engine.IO socket closed — a transport close, which
+        Socket.IO clients answer by reconnecting (through the balancer, to a live node) —
+        in waves over ``spread_s`` so the other nodes are not hit all in one instant."""
+        self.draining = True
+        try:
+            await asyncio.wait_for(self._idle.wait(), grace_s)
+        except TimeoutError:
+            log.warning("drain_in_flight_abandoned", events=self._in_flight)
+        conns = list(self.conns.values())
+        log.info("drain_disconnecting", connections=len(conns), spread_s=spread_s)
+        notice = Frame.encode("server:draining", {"node_id": self.node.node_id, "reconnect": True})
+        waves = max(1, min(10, len(conns)))
+        for i in range(waves):
+            wave = conns[i::waves]
+            self.outbox.send_many(wave, notice)
+            await asyncio.gather(*(self._close(conn) for conn in wave), return_exceptions=True)
+            if i + 1 < waves:
+                await asyncio.sleep(spread_s / waves)
+
+    async def _close(self, conn: Connection) -> None:
+        eio_sid = self.sio.manager.eio_sid_from_sid(conn.sid, "/")
+        if eio_sid is not None:
+            # Engine.IO waits for its queue to drain, which for a long-polling client that
+            # stopped polling is never: bounded, then the process lets go of it anyway.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.sio.eio.disconnect(eio_sid), 1.0)
+        # A client normally closes its end on the Engine.IO close at once; one that does
+        # not would hold the shutdown for aiohttp's whole shutdown timeout.
+        transport = getattr(conn.eio, "lc_transport", None)
+        if transport is None:
+            return
+        for _ in range(20):
+            if transport.is_closing():
+                return
+            await asyncio.sleep(0.05)
+        transport.close()

@@ -136,15 +136,34 @@ export function followRoom(socket, roomId, { onState, onEvent, onConnection }) {
     } else {
       onState(ack.state, true);
     }
-    const pending = buffered;
+    // Replayed broadcasts and live ones that raced them: apply in seq order.
+    const pending = buffered.sort((a, b) => a[1].seq - b[1].seq);
     buffered = [];
     for (const [event, payload] of pending) deliver(event, payload);
+  }
+
+  // A comment may reach a rejoining client both live and replayed (docs/protocol.md):
+  // drop the ones already shown, by id (the last 1,000 kept).
+  const seenComments = new Set();
+  function freshComments(items) {
+    return items.filter((item) => {
+      if (!item?.id) return true;
+      if (seenComments.has(item.id)) return false;
+      seenComments.add(item.id);
+      if (seenComments.size > 1000) seenComments.delete(seenComments.values().next().value);
+      return true;
+    });
   }
 
   function deliver(event, payload) {
     if (typeof payload?.seq === "number") {
       if (lastSeq !== null && payload.seq <= lastSeq) return;
       lastSeq = payload.seq;
+    }
+    if (event === "comment:batch" && Array.isArray(payload.items)) {
+      const items = freshComments(payload.items);
+      if (items.length === 0 && !payload.dropped) return;
+      payload = { ...payload, items };
     }
     onEvent(event, payload);
   }

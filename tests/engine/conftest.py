@@ -1,8 +1,8 @@
-"""One contract suite, two backends: every test taking ``engine`` or ``make_node`` runs on
-the in-process engine and on a real redis-server.
+"""One contract suite, three backends: every test taking ``engine`` or ``make_node`` runs on
+the in-process engine, on a real redis-server and on a real three-master Redis Cluster.
 
 Several nodes of one cluster: ``make_node`` engines share a backend — the same
-redis-server, or the same :class:`MemoryStore`.
+redis-server or Redis Cluster, or the same :class:`MemoryStore`.
 """
 
 from __future__ import annotations
@@ -16,7 +16,9 @@ import redis
 from livecommerce.engine import Engine
 from livecommerce.engine.memory import MemoryEngine, MemoryStore
 from livecommerce.engine.redis import RedisEngine
+from livecommerce.engine.redis_cluster import RedisClusterEngine
 from tests.engine.helpers import Node
+from tests.support.redis_cluster import RedisCluster
 from tests.support.redis_server import RedisServer
 
 #: Short loops so the suite stays fast. online_interval is long so that online-count
@@ -30,6 +32,9 @@ FAST: dict[str, Any] = {
 }
 
 MakeNode = Callable[..., Awaitable[Node]]
+#: ``make_node`` params of the Redis-only tests: one server, and a Redis Cluster.
+REDIS_BACKENDS = ["redis", "redis-cluster"]
+Admin = redis.Redis | redis.RedisCluster
 
 
 @pytest.fixture(scope="session")
@@ -40,7 +45,28 @@ def engine_redis() -> Iterator[RedisServer]:
     server.close()
 
 
-@pytest.fixture(params=["memory", "redis"])
+@pytest.fixture(scope="session")
+def engine_redis_cluster() -> Iterator[RedisCluster]:
+    cluster = RedisCluster()
+    cluster.start()
+    yield cluster
+    cluster.close()
+
+
+@pytest.fixture
+def admin(request: pytest.FixtureRequest) -> Iterator[Admin]:
+    """A plain client of the running test's Redis backend (``make_node``'s param)."""
+    client: Admin
+    if request.node.callspec.params["make_node"] == "redis-cluster":
+        client = request.getfixturevalue("engine_redis_cluster").cluster_client()
+    else:
+        url = request.getfixturevalue("engine_redis").url
+        client = redis.Redis.from_url(url, decode_responses=True)
+    yield client
+    client.close()
+
+
+@pytest.fixture(params=["memory", "redis", "redis-cluster"])
 async def make_node(request: pytest.FixtureRequest) -> AsyncIterator[MakeNode]:
     """``await make_node("b", history_size=5)``: a started engine on this test's backend."""
     nodes: list[Node] = []
@@ -49,12 +75,18 @@ async def make_node(request: pytest.FixtureRequest) -> AsyncIterator[MakeNode]:
     if request.param == "redis":
         url = request.getfixturevalue("engine_redis").url
         redis.Redis.from_url(url).flushall()
+    elif request.param == "redis-cluster":
+        cluster: RedisCluster = request.getfixturevalue("engine_redis_cluster")
+        cluster.flushall()
+        url = cluster.url
 
     async def make(node_id: str | None = None, **options: Any) -> Node:
         node_id = node_id or f"node{len(nodes) + 1}"
         engine: Engine
         if request.param == "redis":
             engine = RedisEngine(url, node_id, **{**FAST, **options})
+        elif request.param == "redis-cluster":
+            engine = RedisClusterEngine(url, node_id, **{**FAST, **options})
         else:
             engine = MemoryEngine(node_id, store=store, **{**FAST, **options})
         node = Node(engine)

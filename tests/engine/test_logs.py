@@ -12,14 +12,12 @@ import asyncio
 from typing import Any
 
 import pytest
-import redis
 
 from livecommerce import jsonutil
 from livecommerce.engine import Engine, redis_logs
-from tests.engine.conftest import MakeNode
+from tests.engine.conftest import REDIS_BACKENDS, Admin, MakeNode
 from tests.engine.helpers import eventually
 from tests.engine.test_sale_ops import LOG, QUIET, T0, buy, install, sale_keys, step
-from tests.support.redis_server import RedisServer
 
 
 class Recorder:
@@ -169,7 +167,7 @@ def fast_claim(monkeypatch: pytest.MonkeyPatch) -> int:
     return 300
 
 
-@pytest.mark.parametrize("make_node", ["redis"], indirect=True)
+@pytest.mark.parametrize("make_node", REDIS_BACKENDS, indirect=True)
 async def test_entry_a_dead_node_read_goes_to_another(make_node: MakeNode, fast_claim: int) -> None:
     a = (await make_node("a", **QUIET)).engine
     b = (await make_node("b", **QUIET)).engine
@@ -192,7 +190,7 @@ async def test_entry_a_dead_node_read_goes_to_another(make_node: MakeNode, fast_
     assert await a.drain_logs() == 0
 
 
-@pytest.mark.parametrize("make_node", ["redis"], indirect=True)
+@pytest.mark.parametrize("make_node", REDIS_BACKENDS, indirect=True)
 async def test_busy_entries_are_not_taken_before_the_idle_time(
     make_node: MakeNode, fast_claim: int
 ) -> None:
@@ -210,10 +208,8 @@ async def test_busy_entries_are_not_taken_before_the_idle_time(
     assert recorder.ids() == []
 
 
-@pytest.mark.parametrize("make_node", ["redis"], indirect=True)
-async def test_log_survives_redis_losing_its_data(
-    make_node: MakeNode, engine_redis: RedisServer
-) -> None:
+@pytest.mark.parametrize("make_node", REDIS_BACKENDS, indirect=True)
+async def test_log_survives_redis_losing_its_data(make_node: MakeNode, admin: Admin) -> None:
     """Redis restarted empty; the service installs the sale again (registering its stream
     first, as ``install`` does) and buyers carry on: their orders still reach the log."""
     engine = (await make_node("a", **QUIET)).engine
@@ -222,32 +218,31 @@ async def test_log_survives_redis_losing_its_data(
     await engine.log_register(LOG, stream())
     await sell(engine, "r1", "o1")
     assert await engine.drain_logs() == 1
-    redis.Redis.from_url(engine_redis.url).flushall()
+    admin.flushall()
     await engine.log_register(LOG, stream())
     await sell(engine, "r1", "o2")
     assert await engine.drain_logs() == 1
     assert recorder.ids() == ["o1", "o2"]
     # Only the stream lost (the registry kept): the group is made again on reading.
-    redis.Redis.from_url(engine_redis.url).delete(stream())
+    admin.delete(stream())
     await sell(engine, "r1", "o3")
     assert await engine.drain_logs() == 1
     assert recorder.ids() == ["o1", "o2", "o3"]
 
 
-@pytest.mark.parametrize("make_node", ["redis"], indirect=True)
+@pytest.mark.parametrize("make_node", REDIS_BACKENDS, indirect=True)
 async def test_pending_entry_trimmed_from_the_stream_is_dropped(
-    make_node: MakeNode, engine_redis: RedisServer
+    make_node: MakeNode, admin: Admin
 ) -> None:
     engine = (await make_node("a", **QUIET)).engine
     await engine.log_register(LOG, stream())
     await sell(engine, "r1", "o1", "o2")
     batch = await engine._log_read(LOG, 200)
     await engine._log_release(LOG, batch)  # its handler failed: pending, to be read again
-    client = redis.Redis.from_url(engine_redis.url, decode_responses=True)
-    client.xdel(stream(), batch[0].id)  # trimmed (MAXLEN) while pending
+    admin.xdel(stream(), batch[0].id)  # trimmed (MAXLEN) while pending
     again = await engine._log_read(LOG, 200)
     assert [jsonutil.loads(e.data["o"])["id"] for e in again] == ["o2"]
-    assert client.xpending(stream(), redis_logs.GROUP)["pending"] == 1  # o1 is gone
+    assert admin.xpending(stream(), redis_logs.GROUP)["pending"] == 1  # o1 is gone
 
 
 async def test_concurrent_failed_batches_are_all_retried(make_node: MakeNode) -> None:
@@ -281,7 +276,7 @@ async def test_concurrent_failed_batches_are_all_retried(make_node: MakeNode) ->
     assert await engine.drain_logs() == 0
 
 
-@pytest.mark.parametrize("make_node", ["redis"], indirect=True)
+@pytest.mark.parametrize("make_node", REDIS_BACKENDS, indirect=True)
 async def test_node_restarted_under_its_id_finishes_its_batch_at_once(
     make_node: MakeNode,
 ) -> None:

@@ -8,8 +8,11 @@ from collections import Counter
 
 import pytest
 
-from livecommerce.engine import Engine
+from livecommerce.engine import Engine, keys
 from tests.engine.conftest import MakeNode
+
+# reserve/release touch two keys in one step: they share a hash tag (one cluster slot)
+POOL, HOLDS = keys.room_key("r", "pool"), keys.room_key("r", "holds")
 
 
 async def test_incr_and_get_int(engine: Engine) -> None:
@@ -84,46 +87,44 @@ async def test_rate_limit_refuses_after_burst(engine: Engine) -> None:
 
 async def test_reserve_never_oversells_under_concurrency(make_node: MakeNode) -> None:
     nodes = [await make_node(f"n{i}") for i in range(2)]
-    await nodes[0].engine.kv_set("pool", "37")
+    await nodes[0].engine.kv_set(POOL, "37")
     results = await asyncio.gather(
-        *(nodes[i % 2].engine.reserve("pool", "holds", f"h{i % 50}", 1, 2) for i in range(200))
+        *(nodes[i % 2].engine.reserve(POOL, HOLDS, f"h{i % 50}", 1, 2) for i in range(200))
     )
     won = Counter(f"h{i % 50}" for i, r in enumerate(results) if r.ok)
     assert sum(won.values()) == 37
     assert max(won.values()) <= 2
     assert all(r.left >= 0 and r.held <= 2 for r in results)
     assert {r.reason for r in results if not r.ok} <= {"sold_out", "limit_exceeded"}
-    assert await nodes[0].engine.get_int("pool") == 0
+    assert await nodes[0].engine.get_int(POOL) == 0
 
 
 async def test_reserve_reasons_and_release(engine: Engine) -> None:
-    missing = await engine.reserve("never-set", "holds", "u", 1, 5)
+    missing = await engine.reserve(keys.room_key("r", "never-set"), HOLDS, "u", 1, 5)
     assert (missing.ok, missing.reason, missing.left) == (False, "sold_out", 0)
-    await engine.kv_set("pool", "5")
-    over = await engine.reserve("pool", "holds", "u", 3, 2)
+    await engine.kv_set(POOL, "5")
+    over = await engine.reserve(POOL, HOLDS, "u", 3, 2)
     assert (over.ok, over.reason, over.left, over.held) == (False, "limit_exceeded", 5, 0)
-    ok = await engine.reserve("pool", "holds", "u", 2, 2)
+    ok = await engine.reserve(POOL, HOLDS, "u", 2, 2)
     assert (ok.ok, ok.reason, ok.left, ok.held) == (True, None, 3, 2)
-    again = await engine.reserve("pool", "holds", "u", 1, 2)
+    again = await engine.reserve(POOL, HOLDS, "u", 1, 2)
     assert (again.ok, again.reason, again.held) == (False, "limit_exceeded", 2)
-    big = await engine.reserve("pool", "holds", "v", 4, 10)
+    big = await engine.reserve(POOL, HOLDS, "v", 4, 10)
     assert (big.ok, big.reason, big.left) == (False, "sold_out", 3)
-    assert await engine.release("pool", "holds", "u", 5) == 2  # never more than held
-    assert await engine.release("pool", "holds", "u", 1) == 0
-    assert await engine.get_int("pool") == 5
+    assert await engine.release(POOL, HOLDS, "u", 5) == 2  # never more than held
+    assert await engine.release(POOL, HOLDS, "u", 1) == 0
+    assert await engine.get_int(POOL) == 5
     with pytest.raises(ValueError):
-        await engine.reserve("pool", "holds", "u", 0, 2)
+        await engine.reserve(POOL, HOLDS, "u", 0, 2)
 
 
 async def test_release_races_give_back_only_what_was_held(make_node: MakeNode) -> None:
     a, b = await make_node("a"), await make_node("b")
-    await a.engine.kv_set("pool", "10")
-    await a.engine.reserve("pool", "holds", "u", 3, 5)
-    released = await asyncio.gather(
-        *(n.engine.release("pool", "holds", "u", 2) for n in (a, b, a, b))
-    )
+    await a.engine.kv_set(POOL, "10")
+    await a.engine.reserve(POOL, HOLDS, "u", 3, 5)
+    released = await asyncio.gather(*(n.engine.release(POOL, HOLDS, "u", 2) for n in (a, b, a, b)))
     assert sum(released) == 3
-    assert await a.engine.get_int("pool") == 10
+    assert await a.engine.get_int(POOL) == 10
 
 
 async def test_a_cancelled_call_raises_cancelled_error(engine: Engine) -> None:

@@ -7,7 +7,7 @@ import time
 from collections import Counter
 from typing import Any
 
-from livecommerce.engine.base import now_ms
+from livecommerce.engine.base import DUE_KEY, now_ms
 from tests.engine.conftest import MakeNode
 from tests.engine.helpers import eventually
 
@@ -125,21 +125,22 @@ async def test_a_dead_claimer_lease_lapses_and_another_node_fires(make_node: Mak
 
 async def test_stale_ack_leaves_a_reclaimed_or_rescheduled_timer(make_node: MakeNode) -> None:
     a, b = (await make_node("a")).engine, (await make_node("b")).engine
-    await a.schedule("k", "x", now_ms() - 1000, {"n": 1})
+    due = now_ms() - 1000
+    await a.schedule("k", "x", due, {"n": 1})
     first = await a._timer_claim(now_ms(), 10, 10)
     assert await a._timer_claim(now_ms(), 10, 10) == []  # leased
     await asyncio.sleep(0.05)
     second = await b._timer_claim(now_ms(), 60_000, 10)  # the lease lapsed
-    assert [t.payload for t in second] == [{"n": 1}]
+    assert [t.payload for t in second] == [{"n": 1, DUE_KEY: due}]  # stored with its due time
     assert first[0].token != second[0].token
     await a._timer_done("k:x", first[0].token)  # stale: ignored
     assert await a.cancel("k", "x") is True
     await a.schedule("k", "y", now_ms() - 1000)
     claim = await a._timer_claim(now_ms(), 60_000, 10)
-    await a.schedule("k", "y", now_ms() - 1000, {"n": 2})  # re-scheduled while running
+    await a.schedule("k", "y", due, {"n": 2})  # re-scheduled while running
     await a._timer_done("k:y", claim[0].token)  # the old run's ack must not delete it
     again = await b._timer_claim(now_ms(), 60_000, 10)
-    assert [(t.name, t.payload) for t in again] == [("k:y", {"n": 2})]
+    assert [(t.name, t.payload) for t in again] == [("k:y", {"n": 2, DUE_KEY: due})]
 
 
 async def test_a_handler_slower_than_its_lease_still_fires_once(make_node: MakeNode) -> None:

@@ -1,5 +1,5 @@
-"""Repositories against a real, migrated SQLite file, including races between tasks and
-between OS processes sharing the file."""
+"""Repositories against a real, migrated database (a SQLite file, and a real PostgreSQL),
+including races between tasks and between OS processes sharing the database."""
 
 from __future__ import annotations
 
@@ -19,6 +19,8 @@ from livecommerce.persistence.db import Database
 from livecommerce.persistence.migrate import migrate
 from livecommerce.persistence.models import Order, new_id
 from livecommerce.persistence.repositories import Orders, Products, Rooms, Secrets, Users
+
+pytestmark = pytest.mark.both_databases
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -209,7 +211,8 @@ async def _hammer(url: str, start_at: float, worker: int) -> None:
 
 
 async def test_writes_from_several_processes_all_land(db: Database, db_url: str) -> None:
-    """Four processes write to one SQLite file at once: none sees 'database is locked'."""
+    """Four processes write at once, fresh orders and shared ones: none sees 'database is
+    locked' (SQLite) or a duplicate key (PostgreSQL), and every order is stored once."""
     start_at = time.time() + 1.5  # all begin together, after interpreter start-up
     script = (
         "import asyncio, sys\n"
@@ -268,3 +271,25 @@ async def test_order_batch_upsert_inserts_new_and_moves_known_forward(db: Databa
     assert await orders.upsert_many(batch) == 0  # a replayed batch changes nothing
     known = await orders.get("o_known")
     assert known is not None and known.status == "expired"
+
+
+async def test_order_batch_with_rows_of_different_shapes(db: Database) -> None:
+    """Engine order dicts need not all carry the optional fields: one batch may mix them."""
+    bare = {k: v for k, v in _order(id="o_bare").items() if k not in ("expires_at", "request_id")}
+    batch = [_order(id="o_full"), bare, _order(id="o_late", created_at=7) | {"extra": 1}]
+    assert await Orders(db).upsert_many(batch) == 3
+    stored = await Orders(db).get("o_bare")
+    assert stored is not None and stored.expires_at is None and stored.request_id is None
+    assert await _count_orders(db) == 3
+
+
+async def test_order_batch_reusing_a_request_is_a_conflict(db: Database) -> None:
+    orders = Orders(db)
+    taken = _order(id="o_first")
+    assert await orders.upsert(taken) is True
+    with pytest.raises(errors.Conflict):  # same user, sale and request as o_first
+        await orders.upsert_many([_order(id="o_fine"), taken | {"id": "o_thief"}])
+    assert await orders.get("o_thief") is None
+    assert await orders.upsert_many([taken | {"status": "paid", "updated_at": 5_000}]) == 0
+    stored = await orders.get("o_first")
+    assert stored is not None and stored.status == "paid"

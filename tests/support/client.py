@@ -16,9 +16,12 @@ Predicate = Callable[[dict[str, Any]], bool]
 class Client:
     """One Socket.IO connection (websocket transport only, as across nodes)."""
 
-    def __init__(self, url: str, token: str | None = None) -> None:
+    def __init__(
+        self, url: str, token: str | None = None, headers: dict[str, str] | None = None
+    ) -> None:
         self.url = url
         self.token = token
+        self.headers = headers or {}
         self.sio = socketio.AsyncClient(reconnection=False)
         self.events: list[tuple[str, dict[str, Any]]] = []
         self._arrived = asyncio.Event()
@@ -32,6 +35,7 @@ class Client:
         await self.sio.connect(
             self.url,
             auth={"token": self.token} if self.token else None,
+            headers=self.headers,
             transports=["websocket"],
             wait_timeout=10,
         )

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import aiohttp
 
+from livecommerce.settings import loadtest_env
 from tests.support.redis_server import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,6 +27,8 @@ FAST_ENV = {
     "LIVECOMMERCE_ENGINE__TIMER_LEASE_S": "3.0",
     "LIVECOMMERCE_AUTH__SECRET": "test-secret-shared-by-all-nodes-0123456789",
     "LIVECOMMERCE_PAYMENTS__SANDBOX_DECLINE_PREFIX": "decline-",
+    **loadtest_env(),  # every test client connects from 127.0.0.1
+    "LIVECOMMERCE_SHUTDOWN__SPREAD_S": "0.2",
 }
 
 

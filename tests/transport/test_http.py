@@ -14,12 +14,16 @@ async def test_health_ready_and_metrics(
     api = api_factory(app_server.url)
     assert (await api.request("GET", "/healthz"))[0] == 200
     status, ready = await api.request("GET", "/readyz")
-    assert status == 200 and ready["checks"] == {"database": True, "engine": True}
+    assert status == 200
+    assert ready["checks"] == {"database": True, "engine": True, "accepting": True}
     await api.request("GET", "/api/rooms")
     status, text = await api.request("GET", "/metrics")
     assert status == 200
     assert "livecommerce_connections" in text
-    assert 'livecommerce_http_requests_total{route="/api/rooms",status="200"}' in text
+    assert (
+        'livecommerce_http_requests_total{node="test-node",route="/api/rooms",status="200"} 1.0'
+        in text
+    )
 
 
 async def test_guest_and_login(app_server: AppServer, api_factory: Callable[[str], Api]) -> None:

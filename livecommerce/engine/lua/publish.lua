@@ -1,7 +1,10 @@
 -- Race closed: seq assignment, history append/trim and fan-out happening apart. Two
 -- publishers could otherwise PUBLISH out of seq order, or a reader could see a trimmed
 -- history without the advanced floor and replay a gap as if it were complete.
--- KEYS: seq, hist, hist_floor   ARGV: event, json, durable ("1"/"0"), history_size, channel
+-- KEYS: seq, hist, hist_floor
+-- ARGV: event, json, durable ("1"/"0"), history_size, channel, publish command ("PUBLISH";
+--   "SPUBLISH" on a Redis Cluster: the channel shares the room's hash tag, so the message
+--   stays in the shard that runs this script)
 local seq = redis.call('INCR', KEYS[1])
 local envelope = seq .. '\n' .. ARGV[1] .. '\n' .. ARGV[2]
 if ARGV[3] == '1' then
@@ -13,5 +16,5 @@ if ARGV[3] == '1' then
     redis.call('SET', KEYS[3], tostring(newest_trimmed + 1))
   end
 end
-redis.call('PUBLISH', ARGV[5], envelope)
+redis.call(ARGV[6], ARGV[5], envelope)
 return seq

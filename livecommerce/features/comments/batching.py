@@ -67,6 +67,10 @@ class Batcher:
     def has_pending(self, room_id: str) -> bool:
         return room_id in self._pending
 
+    def queued(self) -> int:
+        """Comments waiting for their room's next tick (metrics)."""
+        return sum(len(pending.items) for pending in self._pending.values())
+
     def pending_rooms(self) -> list[str]:
         """Rooms holding comments for their next tick."""
         return list(self._pending)

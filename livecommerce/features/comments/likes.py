@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping
 
@@ -65,7 +66,13 @@ class LikeService:
             raise errors.RateLimited(retry_after_ms=wait)
         self._pending.setdefault(room_id, Counter())[user.id] += count
         if self._task is None or self._task.done():
-            self._task = asyncio.create_task(self._rounds())
+            # Its own log context: the rounds outlive the like:send that started them.
+            self._task = asyncio.create_task(self._rounds(), context=contextvars.Context())
+
+    def queued(self) -> int:
+        """Taps held only by this node: not yet in the engine, or not yet in SQL (metrics)."""
+        pending = sum(sum(taps.values()) for taps in self._pending.values())
+        return pending + sum(self._unsaved.values())
 
     def add_hook(self, hook: LikeHook) -> None:
         """``hook(room_id, {user_id: taps})`` for every round of taps (PK scores)."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
@@ -189,12 +190,20 @@ class CommentService:
 
     # -- crossing the cluster -----------------------------------------------------------
 
+    def queued(self) -> int:
+        """Comments accepted on this node and waiting for their batch's publish (metrics)."""
+        return sum(len(batch) for batch in self._outgoing.values())
+
     def _enqueue(self, room_id: str, item: dict[str, Any]) -> asyncio.Future[None]:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._outgoing.setdefault(room_id, []).append((item, done))
         task = self._publishers.get(room_id)
         if task is None or task.done():
-            self._publishers[room_id] = asyncio.create_task(self._publisher(room_id))
+            # A context of its own: the room's publisher outlives the sender's event, whose
+            # ids (sid, request_id) would otherwise be on every line it logs.
+            publisher = self._publisher(room_id)
+            task = asyncio.create_task(publisher, context=contextvars.Context())
+            self._publishers[room_id] = task
         return done
 
     async def _publisher(self, room_id: str) -> None:

@@ -354,8 +354,12 @@ class FlashSaleService:
                 log.warning("stock_update_failed", sale_id=sale_id, error=exc.code)
 
     async def close(self) -> None:
-        if self._flusher is not None:
-            self._flusher.cancel()
+        # Let the last stock update go out (a quarter second at most), then stop.
+        if self._flusher is not None and not self._flusher.done():
+            try:
+                await asyncio.wait_for(self._flusher, STOCK_UPDATE_INTERVAL_S * 4)
+            except Exception as exc:
+                log.warning("stock_update_lost_at_close", error=str(exc))
 
 
 def _sale_error(code: str, **extra: Any) -> errors.DomainError:

@@ -121,3 +121,35 @@ async def test_flood_never_drops_own_host_or_staff_comments(
     for batch in bystander.received("comment:batch"):  # the cap: ~1 normal comment a tick
         normal = [i for i in batch["items"] if i["user"]["role"] == "viewer"]
         assert len(normal) <= 2, batch
+
+
+async def test_broadcasts_between_comments_keep_seq_order_for_viewers(
+    app_server: AppServer, api_factory: Callable[[str], Api], client_factory: Any
+) -> None:
+    """A pin published between two comments of one tick waits behind the first and must
+    leave before the second: a client keeping seq order would otherwise drop the pin."""
+
+    room = await live_room(app_server, api_factory(app_server.url))
+    pid = (
+        await room.api.ok(
+            "POST",
+            f"/api/rooms/{room.room_id}/products",
+            room.host,
+            {"title": "Pin", "price_cents": 100, "stock": 1},
+        )
+    )["id"]
+    host = await client_factory(app_server.url, room.host)
+    viewer = await client_factory(app_server.url)
+    await viewer.ok("room:join", {"room_id": room.room_id})
+    for i in range(20):
+        await host.ok("comment:send", {"room_id": room.room_id, "text": f"before {i}"})
+        await host.ok("product:pin", {"room_id": room.room_id, "product_id": pid})
+        await host.ok("comment:send", {"room_id": room.room_id, "text": f"after {i}"})
+    await viewer.wait_for(
+        "comment:batch", lambda d: any(c["text"] == "after 19" for c in d["items"]), timeout=5
+    )
+    seqs = [d["seq"] for e, d in viewer.events if isinstance(d, dict) and "seq" in d]
+    assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs), seqs
+    assert len(viewer.received("product:pinned")) == 20
+    texts = [c["text"] for d in viewer.received("comment:batch") for c in d["items"]]
+    assert texts == [t for i in range(20) for t in (f"before {i}", f"after {i}")]

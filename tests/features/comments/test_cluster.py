@@ -9,6 +9,8 @@ import random
 from collections import defaultdict
 from collections.abc import Awaitable, Callable
 
+import pytest
+
 from tests.conftest import ack_error
 from tests.support.client import Api, Client
 from tests.support.servers import ServerProcess, add_user
@@ -39,6 +41,7 @@ def _texts_by_sender(client: Client) -> dict[str, list[str]]:
     return out
 
 
+@pytest.mark.both_databases
 async def test_every_node_gets_every_comment_in_each_senders_order(
     cluster: ClusterFactory, db_url: str, api_factory: ApiFactory, client_factory: ClientFactory
 ) -> None:

@@ -7,6 +7,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
 from tests.conftest import AppServer, ack_error, make_user
 from tests.features.comments.conftest import LiveRoom, live_room
 from tests.support.client import Api, Client
@@ -33,6 +35,7 @@ async def joined(factory: ClientFactory, room: LiveRoom, token: str | None) -> C
     return client
 
 
+@pytest.mark.both_databases
 async def test_send_delivers_one_batch_and_retries_are_idempotent(
     app_server: AppServer, api_factory: ApiFactory, client_factory: ClientFactory
 ) -> None:
@@ -119,6 +122,7 @@ async def test_host_and_staff_are_not_rate_limited(
         assert all(a["ok"] for a in acks), acks
 
 
+@pytest.mark.both_databases
 async def test_room_banned_words_mute_slow_mode_and_the_audit_trail(
     app_server: AppServer, api_factory: ApiFactory, client_factory: ClientFactory
 ) -> None:
@@ -215,6 +219,7 @@ async def test_moderation_is_refused_to_viewers_and_other_hosts(
     assert words["words"] == []  # nothing changed by the refused calls
 
 
+@pytest.mark.both_databases
 async def test_delete_comment_broadcasts_and_reaches_sql(
     app_server: AppServer, api_factory: ApiFactory, client_factory: ClientFactory
 ) -> None:
@@ -259,6 +264,7 @@ async def test_identical_texts_in_a_tick_are_merged(
     assert len(watcher.received("comment:batch")) < 6  # several comments shared a frame
 
 
+@pytest.mark.both_databases
 async def test_likes_are_totalled_broadcast_and_survive_a_restart(
     node_factory: NodeFactory, api_factory: ApiFactory, client_factory: ClientFactory
 ) -> None:

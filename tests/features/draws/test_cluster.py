@@ -10,6 +10,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
 from livecommerce.features.draws import fair
 from tests.conftest import ack_error
 from tests.support.client import Api, Client
@@ -85,6 +87,7 @@ async def test_500_keyword_entrants_on_two_nodes(
         assert len(client.received("draw:result")) == 1
 
 
+@pytest.mark.both_databases
 async def test_the_draw_still_comes_once_when_its_node_is_killed(
     cluster: ClusterFactory, db_url: str, api_factory: ApiFactory, client_factory: ClientFactory
 ) -> None:

@@ -6,6 +6,8 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
 from livecommerce.features.draws import fair
 from tests.conftest import AppServer, ack_error, make_user
 from tests.features.comments.conftest import live_room
@@ -51,6 +53,7 @@ async def test_only_the_host_creates_one_draw_at_a_time(
     assert state["draw"]["id"] == draw["id"] and state["me"]["entered_draw"] is False
 
 
+@pytest.mark.both_databases
 async def test_anyone_draw_enter_result_proof_and_the_winners_told(
     node_factory: NodeFactory, api_factory: ApiFactory, client_factory: ClientFactory
 ) -> None:

@@ -8,6 +8,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
 from tests.conftest import AppServer, ack_error, make_user
 from tests.support.client import Api, Client
 
@@ -72,6 +74,7 @@ async def test_create_is_for_the_rooms_host_and_validated(
     await s.ok("flashsale:create", _sale(rid, pid))
 
 
+@pytest.mark.both_databases
 async def test_buy_retry_limit_sold_out_and_broadcasts(
     app_server: AppServer, api_factory: ApiFactory, client_factory: ClientFactory
 ) -> None:
@@ -145,6 +148,7 @@ async def test_not_started_then_live_by_timer(
     await buyer.ok("flashsale:buy", {"sale_id": sale["id"], "request_id": "e"})
 
 
+@pytest.mark.both_databases
 async def test_pay_decline_cancel_and_ledger(
     app_server: AppServer, api_factory: ApiFactory, client_factory: ClientFactory
 ) -> None:
@@ -186,6 +190,7 @@ async def test_pay_decline_cancel_and_ledger(
     assert state["left"] == 2  # 3 - paid 1; the cancelled unit came back once
 
 
+@pytest.mark.both_databases
 async def test_unpaid_hold_expires_and_stock_returns(
     app_server: AppServer, api_factory: ApiFactory, client_factory: ClientFactory
 ) -> None:
@@ -212,6 +217,7 @@ async def test_unpaid_hold_expires_and_stock_returns(
     assert sql is not None and sql.status == "expired"
 
 
+@pytest.mark.both_databases
 async def test_pay_races_expiry_never_both_and_stock_returns_once(
     app_server: AppServer, api_factory: ApiFactory, client_factory: ClientFactory
 ) -> None:

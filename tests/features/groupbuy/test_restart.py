@@ -3,6 +3,8 @@ fails them from SQL on start-up, refunding and compensating each member exactly 
 
 from __future__ import annotations
 
+import pytest
+
 from tests.conftest import start_app
 from tests.features.groupbuy.conftest import (
     COUPON,
@@ -14,6 +16,7 @@ from tests.features.groupbuy.conftest import (
 )
 
 
+@pytest.mark.both_databases
 async def test_groups_lost_in_a_restart_fail_and_refund_once(
     db_url: str, api_factory: ApiFactory, client_factory: ClientFactory
 ) -> None:

@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from tests.conftest import AppServer, ack_error, make_user
 from tests.features.groupbuy.conftest import (
     COUPON,
@@ -92,6 +94,7 @@ async def test_join_payloads_are_validated(shop: Shop) -> None:
     assert ack_error(ack) == "unauthorized"
 
 
+@pytest.mark.both_databases
 async def test_a_full_group_succeeds_and_everyone_hears(shop: Shop) -> None:
     watcher = await shop.clients(shop.server.url)
     await watcher.ok("room:join", {"room_id": shop.room_id})
@@ -188,6 +191,7 @@ async def test_same_user_twice_retries_and_declines(shop: Shop) -> None:
     assert ack_error(same) == "already_joined"
 
 
+@pytest.mark.both_databases
 async def test_a_short_group_fails_refunds_once_and_compensates(shop: Shop) -> None:
     watcher = await shop.clients(shop.server.url)
     await watcher.ok("room:join", {"room_id": shop.room_id})
@@ -232,6 +236,7 @@ async def test_a_short_group_fails_refunds_once_and_compensates(shop: Shop) -> N
     assert len(await node.groupbuys.coupons.for_group(gid)) == 3
 
 
+@pytest.mark.both_databases
 async def test_tiers_price_the_size_reached_and_refund_the_difference(shop: Shop) -> None:
     tiers = [{"size": 3, "price_cents": 900}, {"size": 4, "price_cents": 800}]
     campaign = await shop.campaign(group_size=2, group_ttl_s=2, tiers=tiers)

@@ -21,6 +21,7 @@ def short_grace(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(service_module, "PAYING_GRACE_MS", 200)
 
 
+@pytest.mark.both_databases
 async def test_a_charge_that_never_returns_frees_the_seat_and_is_refunded_later(
     shop: Shop,
 ) -> None:
@@ -52,6 +53,7 @@ async def test_a_charge_that_never_returns_frees_the_seat_and_is_refunded_later(
     assert state["left"] == 4  # only the leader's unit is held
 
 
+@pytest.mark.both_databases
 async def test_a_charged_seat_whose_payer_vanished_becomes_paid(shop: Shop) -> None:
     campaign = await shop.campaign(group_size=2)
     gid = (await shop.open("leader", campaign["id"]))["group"]["id"]

@@ -10,6 +10,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import pytest
+
 from tests.conftest import AppServer, ack_error, make_user
 from tests.support.client import Api, Client
 
@@ -163,6 +165,7 @@ async def test_no_ticks_after_unsubscribe_or_disconnect(
     assert (await a.call("metrics:unsubscribe", {"room_id": rid}))["ok"] is True
 
 
+@pytest.mark.both_databases
 async def test_rollups_are_persisted_and_served(
     node_factory: NodeFactory, api_factory: ApiFactory, client_factory: ClientFactory
 ) -> None:
