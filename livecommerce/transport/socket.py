@@ -185,10 +185,19 @@ class SocketGateway:
     def flush_comments(self, room_id: str) -> None:
         """The room's tick: one write per viewer with its comment:batch and whatever
         broadcasts arrived after those comments; then what arrived after those broadcasts
-        takes their place (its comments wait for the next tick)."""
-        self._send_tick(room_id)
-        for message in self._after.pop(room_id, None) or ():
-            self._place(message)
+        takes their place: complete segments (comments, then a broadcast) leave now, the
+        last one waits for the next tick."""
+        while True:
+            self._send_tick(room_id)
+            later = self._after.pop(room_id, None)
+            if not later:
+                return
+            for message in later:
+                self._place(message)
+            if room_id not in self._after:
+                return  # one open segment is left: its comments wait for the next tick
+            # another complete segment (comments, then a broadcast): it leaves in this tick
+            # too, on what is left of the budget, so a busy room never falls behind
 
     def _send_tick(self, room_id: str) -> None:
         tick = self.batcher.take(room_id)

@@ -84,7 +84,13 @@ class Batcher:
         if pending is None:
             return None
         budget = self._spend_budget(room_id)
-        return plan(pending.seq, pending.items, budget, self._rng)
+        tick = plan(pending.seq, pending.items, budget, self._rng)
+        if len(tick.items) < budget:
+            # Unused budget stays for the next take (capped as always): a tick's later
+            # segment (comments after a broadcast, transport/socket.py) gets what is left.
+            carry, at = self._budget[room_id]
+            self._budget[room_id] = (carry + budget - len(tick.items), at)
+        return tick
 
     def _spend_budget(self, room_id: str) -> int:
         # "At most viewer_rate per second" with ticks that may run late: the budget grows

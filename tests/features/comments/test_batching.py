@@ -64,6 +64,19 @@ def test_budget_follows_the_viewer_rate_without_bursting_after_quiet() -> None:
     assert 25 <= shown <= 40  # ~30 per simulated second
 
 
+def test_budget_a_take_leaves_unused_goes_to_the_next_take_of_the_tick() -> None:
+    batcher = Batcher(viewer_rate=30, tick_s=0.1, rng=random.Random(1))
+    batcher.add("r", 1, [_item(0, "u0")])
+    first = batcher.take("r")
+    assert first is not None and len(first.items) == 1  # a tick's budget is 3 or 4
+    batcher.add("r", 2, [_item(i, f"u{i}") for i in range(1, 50)])
+    second = batcher.take("r")  # at once: only what the first left over
+    assert second is not None and 2 <= len(second.items) <= 3
+    batcher.add("r", 3, [_item(i, f"u{i}") for i in range(50, 99)])
+    third = batcher.take("r")
+    assert third is not None and len(third.items) <= 1  # spent: no more than the rate
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 async def test_flood_never_drops_own_host_or_staff_comments(
     seed: int, node_factory: NodeFactory, api_factory: ApiFactory, client_factory: ClientFactory
