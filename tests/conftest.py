@@ -161,18 +161,21 @@ async def client_factory() -> AsyncIterator[Callable[..., Awaitable[Client]]]:
 async def cluster(
     tmp_path: Path, db_url: str, redis_url: str
 ) -> AsyncIterator[Callable[..., Awaitable[list[ServerProcess]]]]:
-    """``await cluster(n)``: n real server processes sharing redis and one SQLite file."""
+    """``await cluster(n)``: n real server processes sharing redis and one SQLite file.
+    ``redis=False``: the in-process engine; ``redis_url=...``: another Redis (a cluster)."""
     nodes: list[ServerProcess] = []
     await migrate(db_url)
 
     async def start(
-        n: int = 2, *, redis: bool = True, env: dict[str, str] | None = None
+        n: int = 2,
+        *,
+        redis: bool = True,
+        env: dict[str, str] | None = None,
+        redis_url: str = redis_url,
     ) -> list[ServerProcess]:
+        url = redis_url if redis else None
         new = [
-            ServerProcess(
-                f"node{len(nodes) + i + 1}", db_url, redis_url if redis else None, tmp_path, env
-            )
-            for i in range(n)
+            ServerProcess(f"node{len(nodes) + i + 1}", db_url, url, tmp_path, env) for i in range(n)
         ]
         nodes.extend(new)
         await asyncio.gather(*(node.start() for node in new))

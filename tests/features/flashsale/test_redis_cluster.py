@@ -9,13 +9,11 @@ from __future__ import annotations
 import asyncio
 import random
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable, Iterator
 
 import pytest
 
 from livecommerce.engine import keys
-from livecommerce.persistence.migrate import migrate
 from tests.features.flashsale import stampede
 from tests.features.flashsale.stampede import ClientFactory
 from tests.support.client import Api
@@ -23,6 +21,7 @@ from tests.support.redis_cluster import RedisCluster
 from tests.support.servers import ServerProcess, add_user, mint_token
 
 StartNodes = Callable[[int], Awaitable[list[ServerProcess]]]
+ClusterFactory = Callable[..., Awaitable[list[ServerProcess]]]
 ApiFactory = Callable[[str], Api]
 
 
@@ -35,28 +34,16 @@ def redis_cluster() -> Iterator[RedisCluster]:
 
 
 @pytest.fixture
-async def cluster_nodes(
-    tmp_path: Path, db_url: str, redis_cluster: RedisCluster
-) -> AsyncIterator[StartNodes]:
+def cluster_nodes(redis_cluster: RedisCluster, cluster: ClusterFactory) -> StartNodes:
     """``await cluster_nodes(n)``: n real server processes on the Redis Cluster and one
-    SQLite file."""
+    SQLite file (the suite's ``cluster`` fixture, pointed at the cluster)."""
     redis_cluster.flushall()
-    await migrate(db_url)
-    nodes: list[ServerProcess] = []
-    env = {"LIVECOMMERCE_REDIS__CLUSTER": "true"}
 
     async def start(n: int) -> list[ServerProcess]:
-        new = [
-            ServerProcess(f"node{len(nodes) + i + 1}", db_url, redis_cluster.url, tmp_path, env)
-            for i in range(n)
-        ]
-        nodes.extend(new)
-        await asyncio.gather(*(node.start() for node in new))
-        return new
+        env = {"LIVECOMMERCE_REDIS__CLUSTER": "true"}
+        return await cluster(n, env=env, redis_url=redis_cluster.url)
 
-    yield start
-    for node in nodes:
-        node.stop()
+    return start
 
 
 async def test_stampede_on_a_redis_cluster_never_oversells(
