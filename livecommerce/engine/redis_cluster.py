@@ -10,7 +10,9 @@ cluster would show. What differs here is plumbing only:
   no retries after a connection error, as on one server;
 * room and user channels use sharded pub/sub: the publish scripts SPUBLISH on the room's
   own channel (same hash tag, so the message stays in that shard) and the node SSUBSCRIBEs
-  on a connection to that master (``redis_bus.ShardedBus``). Requires Redis >= 7.0.
+  on a connection to that master (``redis_bus.ShardedBus``). Requires Redis >= 7.0;
+* no auto-pipelining (``redis_autopipe.py`` is for one server only): a batch would have
+  to be split per master, and a cluster pipeline cannot carry EVALSHA.
 """
 
 from __future__ import annotations

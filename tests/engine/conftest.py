@@ -45,6 +45,15 @@ def engine_redis() -> Iterator[RedisServer]:
     server.close()
 
 
+@pytest.fixture
+def own_redis() -> Iterator[RedisServer]:
+    """A server of this test's own: it gets stopped and restarted."""
+    server = RedisServer()
+    server.start()
+    yield server
+    server.close()
+
+
 @pytest.fixture(scope="session")
 def engine_redis_cluster() -> Iterator[RedisCluster]:
     cluster = RedisCluster()

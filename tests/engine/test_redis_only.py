@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -17,15 +17,6 @@ from tests.engine.helpers import Node, eventually, eventually_equal
 from tests.support.redis_server import RedisServer
 
 MakeRedisNode = Callable[[str], Awaitable[Node]]
-
-
-@pytest.fixture
-def own_redis() -> Iterator[RedisServer]:
-    """A server of this test's own: it gets stopped and restarted."""
-    server = RedisServer()
-    server.start()
-    yield server
-    server.close()
 
 
 @pytest.fixture
