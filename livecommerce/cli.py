@@ -63,10 +63,11 @@ def serve(settings: Settings) -> None:
 
 
 async def _serve(settings: Settings) -> None:
-    from livecommerce.app import NODE, create_app, drain
+    from livecommerce.app import GATEWAY, NODE, create_app, drain
+    from livecommerce.transport.wire import node_runner
 
     app = create_app(settings)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = node_runner(app, app[GATEWAY].wire, access_log=None, handle_signals=False)
     await runner.setup()  # runs the node's start-up: migrate, engine, services
     lines = []
     if settings.demo:

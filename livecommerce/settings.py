@@ -107,6 +107,11 @@ class TransportSettings(_Section):
     ws_sndbuf: int = Field(0, ge=0)
     #: permessage-deflate. Off: frames are encoded once and written as-is to every viewer.
     ws_compression: bool = False
+    #: WebSocket clients (``transports: ["websocket"]``) served by livecommerce's own
+    #: Engine.IO path (transport/wire.py: a protocol object per connection, no tasks)
+    #: rather than python-socketio's. Long-polling is python-socketio's either way; with
+    #: compression on, so is WebSocket.
+    lean_websocket: bool = True
 
 
 class LimitSettings(_Section):

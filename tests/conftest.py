@@ -14,9 +14,10 @@ import redis
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from livecommerce.app import NODE, Node, create_app
+from livecommerce.app import GATEWAY, NODE, Node, create_app
 from livecommerce.persistence.migrate import migrate
 from livecommerce.settings import LOADTEST_LIMITS, load_settings
+from livecommerce.transport.wire import node_runner
 from tests.support.client import Api, Client
 from tests.support.postgres import PostgresServer
 from tests.support.redis_server import RedisServer
@@ -82,6 +83,14 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     server.drop_database(name)
 
 
+class NodeTestServer(TestServer):
+    """aiohttp's TestServer with the node's own runner (the lean WebSocket path in front,
+    as ``livecommerce serve`` has it)."""
+
+    async def _make_runner(self, **kwargs: Any) -> web.BaseRunner:
+        return node_runner(self.app, self.app[GATEWAY].wire, **kwargs)
+
+
 class AppServer:
     def __init__(self, server: TestServer, app: web.Application) -> None:
         self.server = server
@@ -103,7 +112,7 @@ async def start_app(db_url: str, **overrides: dict[str, Any]) -> AppServer:
     for section, values in overrides.items():
         base[section] = {**base.get(section, {}), **values}
     app = create_app(load_settings(env={}, overrides=base))
-    server = TestServer(app, host="127.0.0.1")
+    server = NodeTestServer(app, host="127.0.0.1")
     await server.start_server()
     return AppServer(server, app)
 

@@ -44,7 +44,8 @@ class Connection:
     principal: Principal | None
     ip: str = ""
     rooms: set[str] = field(default_factory=set)
-    eio: Any = None  # its Engine.IO socket (engineio.async_socket.AsyncSocket)
+    eio: Any = None  # its Engine.IO socket (engineio.async_socket.AsyncSocket), or
+    wire: Any = None  # its lean WebSocket (transport/wire.py WireConn)
     cut: bool = False  # cut off as a slow consumer: nothing more is written to it
     events: Any = None  # its event-rate bucket (transport/limits.py Bucket)
     #: Serialises this connection's comments: socket.io runs each event in a task of its

@@ -62,8 +62,9 @@ def _transports(gateway: SocketGateway) -> dict[str, float]:
     counts = {"websocket": 0.0, "polling": 0.0}
     for conn in gateway.conns.values():
         # Engine.IO marks a socket upgraded once it talks WebSocket (from the start, for
-        # clients that skip polling).
-        counts["websocket" if getattr(conn.eio, "upgraded", False) else "polling"] += 1
+        # clients that skip polling); the lean path (transport/wire.py) is WebSocket only.
+        upgraded = conn.wire is not None or getattr(conn.eio, "upgraded", False)
+        counts["websocket" if upgraded else "polling"] += 1
     return counts
 
 

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import struct
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -31,6 +30,7 @@ from engineio.async_drivers.aiohttp import WebSocket as EioWebSocket
 
 from livecommerce import jsonutil
 from livecommerce.observability import Metrics
+from livecommerce.transport.websocket import frame as ws_frame
 
 if TYPE_CHECKING:
     from livecommerce.transport.dispatch import Connection
@@ -52,23 +52,12 @@ class Frame:
     def encode(cls, event: str, payload: dict[str, Any], comments: int = 0) -> Frame:
         body = b"42" + jsonutil.dumpb([event, payload])  # Engine.IO message, SIO event
         packet = eio_packet.Packet(eio_packet.MESSAGE, body[1:].decode())
-        return cls(_ws_text_frame(body), (packet,), comments)
+        return cls(ws_frame(body), (packet,), comments)
 
     def __add__(self, other: Frame) -> Frame:
         return Frame(
             self.ws + other.ws, self.packets + other.packets, self.comments + other.comments
         )
-
-
-def _ws_text_frame(payload: bytes) -> bytes:
-    size = len(payload)
-    if size < 126:
-        header = struct.pack("!BB", 0x81, size)
-    elif size < 65536:
-        header = struct.pack("!BBH", 0x81, 126, size)
-    else:
-        header = struct.pack("!BBQ", 0x81, 127, size)
-    return header + payload
 
 
 def websocket_class(*, compress: bool, sndbuf: int) -> type[EioWebSocket]:
@@ -172,10 +161,12 @@ class Outbox:
             self._queued.inc(queued)
 
     def _write(self, conn: Connection, frame: Frame) -> int:
-        eio = conn.eio
         if conn.cut:
             self._lost(frame)
             return _SKIPPED
+        if conn.wire is not None:
+            return self._write_wire(conn, frame)
+        eio = conn.eio
         if eio is None or eio.closed or eio.closing:
             return _SKIPPED
         queue: asyncio.Queue[Any] = eio.queue
@@ -202,6 +193,19 @@ class Outbox:
             queue.put_nowait(packet)
         return _QUEUED
 
+    def _write_wire(self, conn: Connection, frame: Frame) -> int:
+        # transport/wire.py: one writer (this loop), so every write goes straight out, in
+        # order; the socket's unsent bytes are the only queue
+        transport = conn.wire.transport
+        if transport.is_closing():
+            return _SKIPPED
+        if transport.get_write_buffer_size() > self.max_buffer:
+            self._cut(conn, "socket buffer full")
+            self._lost(frame)
+            return _SKIPPED
+        transport.write(frame.ws)
+        return _DIRECT
+
     def _lost(self, frame: Frame) -> None:
         if frame.comments:
             self._comments_lost.inc(frame.comments)
@@ -210,6 +214,10 @@ class Outbox:
         conn.cut = True
         self.metrics.slow_cut.inc()
         log.warning("slow_consumer_cut", sid=conn.sid, why=why)
+        if conn.wire is not None:
+            conn.wire.closing_reason = "slow consumer"
+            conn.wire.transport.abort()  # connection_lost follows: the disconnect handlers
+            return
         ws = getattr(conn.eio, "lc_ws", None)
         writer = None if ws is None else ws._writer
         if writer is not None and writer.transport is not None:

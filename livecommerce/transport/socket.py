@@ -28,6 +28,7 @@ from livecommerce.settings import Settings
 from livecommerce.transport.dispatch import Connection, Dispatcher
 from livecommerce.transport.limits import Limits
 from livecommerce.transport.outbox import Frame, Outbox, websocket_class
+from livecommerce.transport.wire import WireServer
 
 if TYPE_CHECKING:
     from livecommerce.app import Node
@@ -117,6 +118,8 @@ class SocketGateway:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        #: WebSocket clients' own path (transport/wire.py); python-socketio serves the rest.
+        self.wire = WireServer(self)
         sio.on("connect", self._on_connect)
         sio.on("disconnect", self._on_disconnect)
         sio.on("*", self._on_event)
@@ -166,6 +169,10 @@ class SocketGateway:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
+        for wire in list(self.wire.conns):  # aiohttp's shutdown does not know them
+            wire.transport.abort()
+        if self.wire.tasks:
+            await asyncio.wait(list(self.wire.tasks), timeout=5)
 
     async def _tick_loop(self) -> None:
         interval = self.batcher.tick_s
@@ -271,41 +278,57 @@ class SocketGateway:
     # -- socket.io callbacks ------------------------------------------------------------
 
     async def _on_connect(self, sid: str, environ: dict[str, Any], auth: Any = None) -> None:
-        token = auth.get("token") if isinstance(auth, dict) else None
-        principal = None
         request = environ.get("aiohttp.request")
         # engineio's aiohttp driver says REMOTE_ADDR 127.0.0.1 for everyone: ask aiohttp.
         ip = self.limits.client_ip(
             getattr(request, "remote", None), getattr(request, "headers", {})
         )
+        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
         try:
-            if self.draining:
-                raise errors.Unavailable("this node is shutting down; connect to another")
-            if token:
-                principal = self.node.auth.verify(str(token))
-            held = len(self.outbox.user_conns(principal.id)) if principal is not None else 0
-            self.limits.check_connect(ip, principal.id if principal else None, held)
+            await self.open(sid, auth, ip, eio=self.sio.eio.sockets.get(eio_sid))
         except errors.DomainError as exc:
             # The client's connect_error gets {"message", "data": {"code", "message"}}.
             raise socketio.exceptions.ConnectionRefusedError(exc.message, exc.to_dict()) from None
-        eio_sid = self.sio.manager.eio_sid_from_sid(sid, "/")
-        conn = Connection(
-            sid=sid,
-            principal=principal,
-            ip=ip,
-            eio=self.sio.eio.sockets.get(eio_sid),
-            events=self.limits.conn_bucket(),
-        )
         # python-socketio keeps each connection's WSGI-style environ (headers, the first
         # aiohttp request) for its lifetime; nothing reads it after this point.
         if eio_sid in self.sio.environ:
             self.sio.environ[eio_sid] = {"REMOTE_ADDR": ip}
+
+    async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+        await self.closed(sid, reason)
+
+    async def _on_event(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
+        return await self.event(sid, event, list(args))
+
+    # -- connections, whichever path they came by (python-socketio or transport/wire.py) --
+
+    async def open(
+        self, sid: str, auth: Any, ip: str, *, eio: Any = None, wire: Any = None
+    ) -> Connection:
+        """A Socket.IO connect: who it is (the token), whether it may (draining, limits),
+        then its user channel, so messages to the user reach it from the first ack on.
+        Refusals raise DomainError."""
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if self.draining:
+            raise errors.Unavailable("this node is shutting down; connect to another")
+        principal = self.node.auth.verify(str(token)) if token else None
+        held = len(self.outbox.user_conns(principal.id)) if principal is not None else 0
+        self.limits.check_connect(ip, principal.id if principal else None, held)
+        conn = Connection(
+            sid=sid,
+            principal=principal,
+            ip=ip,
+            eio=eio,
+            wire=wire,
+            events=self.limits.conn_bucket(),
+        )
         self.conns[sid] = conn
         if principal is not None:
             self.outbox.add_user(conn, principal.id)
             await self.node.engine.user_local_join(principal.id)
+        return conn
 
-    async def _on_disconnect(self, sid: str, reason: Any = None) -> None:
+    async def closed(self, sid: str, reason: Any = None) -> None:
         conn = self.conns.pop(sid, None)
         if conn is None:
             return
@@ -324,7 +347,8 @@ class SocketGateway:
             self.outbox.remove_user(conn, conn.principal.id)
             await self.node.engine.user_local_leave(conn.principal.id)
 
-    async def _on_event(self, event: str, sid: str, *args: Any) -> dict[str, Any]:
+    async def event(self, sid: str, event: str, args: list[Any]) -> dict[str, Any]:
+        """One client event, answered by exactly one ack."""
         conn = self.conns.get(sid)
         if conn is None:  # an event racing its own disconnect
             return {"ok": False, "error": errors.Unauthorized("not connected").to_dict()}
@@ -339,13 +363,12 @@ class SocketGateway:
             label = event if event in self.dispatcher.specs else "_unknown"
             self.node.metrics.event_done(label, exc.code, 0.0)
             return {"ok": False, "error": exc.to_dict()}
-        data = args[0] if args else None
         if len(args) > 1:
             return {"ok": False, "error": errors.Invalid("send one payload object").to_dict()}
         self._in_flight += 1
         self._idle.clear()
         try:
-            return await self.dispatcher.dispatch(conn, event, data)
+            return await self.dispatcher.dispatch(conn, event, args[0] if args else None)
         finally:
             self._in_flight -= 1
             if not self._in_flight:
@@ -377,6 +400,9 @@ class SocketGateway:
                 await asyncio.sleep(spread_s / waves)
 
     async def _close(self, conn: Connection) -> None:
+        if conn.wire is not None:
+            await conn.wire.shut(1.0)
+            return
         eio_sid = self.sio.manager.eio_sid_from_sid(conn.sid, "/")
         if eio_sid is not None:
             # Engine.IO waits for its queue to drain, which for a long-polling client that

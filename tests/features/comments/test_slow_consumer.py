@@ -6,6 +6,8 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable
 
+import pytest
+
 from tests.conftest import AppServer
 from tests.features.comments.conftest import live_room
 from tests.features.comments.test_service import items_of, joined
@@ -21,10 +23,14 @@ def metric(server: AppServer, name: str) -> float:
     return server.node.metrics.registry.get_sample_value(name) or 0.0
 
 
+@pytest.mark.parametrize("lean", [True, False], ids=["lean-websocket", "python-socketio"])
 async def test_a_stalled_reader_is_cut_off_without_delaying_the_room(
-    node_factory: NodeFactory, api_factory: ApiFactory, client_factory: ClientFactory
+    lean: bool, node_factory: NodeFactory, api_factory: ApiFactory, client_factory: ClientFactory
 ) -> None:
-    server = await node_factory(transport={"out_buffer_max": 32_768, "ws_sndbuf": 8192})
+    """On both WebSocket paths (transport/wire.py, and python-socketio's)."""
+    server = await node_factory(
+        transport={"out_buffer_max": 32_768, "ws_sndbuf": 8192, "lean_websocket": lean}
+    )
     room = await live_room(server, api_factory(server.url))
     watcher = await joined(client_factory, room, None)
     host = await joined(client_factory, room, room.host)
