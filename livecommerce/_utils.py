@@ -47,10 +47,13 @@ class TTLCache(Generic[K, V]):
         finally:
             self._loading.pop(key, None)
         future.set_result(value)
+        self.put(key, value)
+        return value
+
+    def put(self, key: K, value: V) -> None:
         if len(self._items) >= self.max_items:
             self._items.clear()
         self._items[key] = (time.monotonic() + self.ttl_s, value)
-        return value
 
     def invalidate(self, key: K) -> None:
         self._items.pop(key, None)

@@ -230,6 +230,7 @@ def create_app(settings: Settings) -> web.Application:
         await node.start()
         watch_node(node, gateway)
         node.engine.set_sinks(gateway.deliver_room, gateway.deliver_user)
+        node.engine.busy = gateway.busy
         await node.engine.start()
         gateway.start()
         node.draws.local_members = gateway.signed_in_members

@@ -640,7 +640,7 @@ class Profiler:
         for i, pid in enumerate(pids):
             path = self.out / f"{tag}-node{i + 1}.folded"
             cmd = [self.spy, "record", "--pid", str(pid), "--duration", str(self.duration_s)]
-            cmd += ["--rate", "250", "--format", "raw", "--output", str(path)]
+            cmd += ["--rate", os.environ.get("PYSPY_RATE", "250"), "--format", "raw", "--output", str(path)]
             # --native must pause the process to unwind it; otherwise sample without pausing
             cmd += ["--native"] if self.native else ["--nonblocking"]
             with path.with_suffix(".log").open("wb") as log:

@@ -155,6 +155,11 @@ class Engine(ABC):
         #: ``log_observer(log, entries, seconds, ok)`` after each durable-log batch.
         self.timer_observer: Callable[[str, float | None, bool], None] | None = None
         self.log_observer: Callable[[str, int, float, bool], None] | None = None
+        #: ``busy()`` true while the node is answering a burst (app.py: events in flight):
+        #: durable logs then wait, up to ``log_defer_max_s``, so a flash sale's buyers are
+        #: not answered after the SQL writes of the orders placed a moment before.
+        self.busy: Callable[[], bool] | None = None
+        self.log_defer_max_s = 2.0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -451,8 +456,16 @@ class Engine(ABC):
         return total
 
     async def _log_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        deferred_since: float | None = None
         while True:
             await asyncio.sleep(self.timer_poll_s)
+            if self.durable_logs and self.busy is not None and self.busy():
+                # the entries are safe in the log meanwhile (on Redis: a stream)
+                deferred_since = deferred_since or loop.time()
+                if loop.time() - deferred_since < self.log_defer_max_s:
+                    continue
+            deferred_since = None
             try:
                 await self._consume_logs()
             except Exception as exc:

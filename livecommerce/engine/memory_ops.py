@@ -149,6 +149,16 @@ def sale_buy(s: OpsState, keys: list[str], args: list[Any]) -> Any:
     }
 
 
+def sale_buy_many(s: OpsState, keys: list[str], args: list[Any]) -> Any:
+    """sale_buy_many.lua: one sale_buy per (idempotency key; now, user, qty, order), in
+    order."""
+    base, ttl = keys[:4], args[0]
+    return [
+        sale_buy(s, [*base, idem], [*args[1 + 4 * i : 5 + 4 * i], ttl])
+        for i, idem in enumerate(keys[4:])
+    ]
+
+
 def sale_order_step(s: OpsState, keys: list[str], args: list[Any]) -> Any:
     sale_key, holds_key, orders_key, log_key = keys
     order_id, action, now = str(args[0]), str(args[1]), int(args[2])
@@ -224,5 +234,6 @@ OPS: dict[str, Op] = {
     "sale_order": sale_order,
     "sale_orders": sale_orders,
     "sale_buy": sale_buy,
+    "sale_buy_many": sale_buy_many,
     "sale_order_step": sale_order_step,
 }

@@ -31,7 +31,7 @@ from redis.backoff import NoBackoff
 from livecommerce import jsonutil
 from livecommerce.engine import keys
 from livecommerce.engine.base import Broadcast, DueTimer, Engine, LogEntry
-from livecommerce.engine.redis_autopipe import AutoPipelineRedis
+from livecommerce.engine.redis_autopipe import AutoPipelineRedis, lean_packing
 from livecommerce.engine.redis_bus import Bus
 from livecommerce.engine.redis_common import Arg, Client, cancel_and_wait, guard, register_scripts
 from livecommerce.engine.redis_logs import RedisLogs
@@ -117,11 +117,11 @@ class RedisEngine(RedisPrimitives, Engine):
     def _make_client(self, url: str) -> Client:
         # A blocking pool queues bursts (a flash sale) instead of failing them. It still
         # replaces connections Redis closed before using them. Commands issued in one
-        # event-loop iteration share one pipeline (redis_autopipe.py).
+        # event-loop iteration share one pipeline, packed in one join (redis_autopipe.py).
         pool = BlockingConnectionPool.from_url(
             url, max_connections=self.max_connections, timeout=5.0, **CONNECTION
         )
-        return AutoPipelineRedis.from_pool(pool)
+        return AutoPipelineRedis.from_pool(lean_packing(pool))
 
     def _make_bus(self, handler: Callable[[dict[str, Any]], Awaitable[None]]) -> Bus:
         assert isinstance(self._redis, Redis)

@@ -41,6 +41,37 @@ BATCHED = frozenset(
 _Queued = tuple[tuple[Any, ...], dict[str, Any], asyncio.Future[Any]]
 
 
+class LeanPacking:
+    """Mixed into the pool's connection class: packs a command in one join. redis-py
+    re-joins the growing buffer once per argument (a 13-argument EVALSHA copies it 13
+    times): a third of the client's CPU per script call in the flash-sale burst. Same
+    bytes on the wire; memoryviews (large values redis-py avoids copying) keep its path."""
+
+    def pack_command(self, *args: Any) -> list[bytes]:
+        if isinstance(args[0], str):
+            args = (*args[0].encode().split(), *args[1:])
+        elif b" " in args[0]:
+            args = (*args[0].split(), *args[1:])
+        encode = self.encoder.encode  # type: ignore[attr-defined]
+        parts = [b"*%d\r\n" % len(args)]
+        for arg in args:
+            value = arg.encode() if type(arg) is str else encode(arg)
+            if isinstance(value, memoryview):
+                return super().pack_command(*args)  # type: ignore[misc, no-any-return]
+            parts += (b"$%d\r\n" % len(value), value, b"\r\n")
+        return [b"".join(parts)]
+
+    def pack_commands(self, commands: Any) -> list[bytes]:
+        return [b"".join(chunk for command in commands for chunk in self.pack_command(*command))]
+
+
+def lean_packing(pool: Any) -> Any:
+    """``pool``, its connections packing commands with :class:`LeanPacking`."""
+    base = pool.connection_class
+    pool.connection_class = type(f"Lean{base.__name__}", (LeanPacking, base), {})
+    return pool
+
+
 def _blocks(args: tuple[Any, ...]) -> bool:
     """XREADGROUP with a BLOCK option (before STREAMS: after it come names and ids)."""
     for arg in args[1:]:

@@ -17,7 +17,7 @@ from typing import Any, Generic, TypeVar
 import structlog
 from pydantic import BaseModel
 
-from livecommerce import errors
+from livecommerce import errors, observability
 from livecommerce.auth import Principal
 from livecommerce.features.access import Access, require
 from livecommerce.observability import EVENT_LOG_CONTEXT, Metrics
@@ -117,7 +117,8 @@ class Dispatcher:
         except errors.DomainError as exc:
             ack, outcome = {"ok": False, "error": exc.to_dict()}, exc.code
             level = _REFUSAL_LEVEL.get(exc.code, logging.INFO)
-            log.log(level, "event_refused", code=exc.code, message=exc.message)
+            if level >= observability.LOG_LEVEL:
+                log.log(level, "event_refused", code=exc.code, message=exc.message)
         except Exception:
             log.exception("event_failed")
             # docs/protocol.md: a server fault answers unavailable / "internal error".

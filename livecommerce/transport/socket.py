@@ -39,6 +39,9 @@ log = structlog.get_logger(__name__)
 #: Names python-socketio gives a meaning of its own: as client events they would reach the
 #: connect/disconnect handlers (a client could change identity mid-connection).
 RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error", "message", "*"})
+#: Events in flight from which the node counts as answering a burst (a flash sale's
+#: stampede puts thousands in flight at once; normal traffic keeps a handful).
+BUSY_EVENTS = 256
 _ACK_ID = re.compile(r"^[23](?:/[^,]*,)?(\d+)")
 
 
@@ -173,6 +176,8 @@ class SocketGateway:
             wire.transport.abort()
         if self.wire.tasks:
             await asyncio.wait(list(self.wire.tasks), timeout=5)
+        with contextlib.suppress(TimeoutError):  # events still answering
+            await asyncio.wait_for(self._idle.wait(), 5)
 
     async def _tick_loop(self) -> None:
         interval = self.batcher.tick_s
@@ -373,6 +378,10 @@ class SocketGateway:
             self._in_flight -= 1
             if not self._in_flight:
                 self._idle.set()
+
+    def busy(self) -> bool:
+        """Answering a burst (engine.busy: background writers wait meanwhile)."""
+        return self._in_flight >= BUSY_EVENTS
 
     # -- graceful shutdown --------------------------------------------------------------
 

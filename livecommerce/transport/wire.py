@@ -21,6 +21,7 @@ Both paths meet in :class:`~livecommerce.transport.socket.SocketGateway` (``open
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
 import socket as _socket
 from collections.abc import Callable
@@ -50,6 +51,7 @@ PING = ws.frame(b"2")
 CLOSE_PACKET = ws.frame(b"1")
 RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error", "message", "*"})
 HEAD_TIMEOUT_S = 10.0
+_ACK_ID = re.compile(rb"\d+")
 HEAD_MAX = 16 * 1024
 
 
@@ -78,7 +80,7 @@ class WireServer:
         #: A client that opens TCP but never finishes its request head is let go.
         self.head_timeout_s = HEAD_TIMEOUT_S
         self.conns: set[WireConn] = set()
-        self.tasks: set[asyncio.Task[Any]] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()  # connects and disconnects
         self.open_packet_fields = {
             "upgrades": [],
             "pingInterval": int(self.ping_interval * 1000),
@@ -300,11 +302,12 @@ class WireConn(asyncio.Protocol):
         if body[:1] == b"/":
             name, _, body = body.partition(b",")
             namespace = name.decode("utf-8", "replace")
-        digits = 0
-        while digits < len(body) and 48 <= body[digits] <= 57:
-            digits += 1
-        ack_id = int(body[:digits]) if 0 < digits <= 1000 else None  # int() stops at 4,300
-        body = body[digits:]
+        found = _ACK_ID.match(body)
+        ack_id = None
+        if found is not None:
+            digits = found.end()
+            ack_id = int(body[:digits]) if digits <= 1000 else None  # int() stops at 4,300
+            body = body[digits:]
         if kind == b"2":
             if namespace == "/":
                 self._event(ack_id, body)
@@ -340,7 +343,10 @@ class WireConn(asyncio.Protocol):
                 error = errors.Unauthorized("not connected").to_dict()
                 self.write(ack_frame(ack_id, {"ok": False, "error": error}))
             return
-        self.wire.spawn(self._run(self.conn, name, data[1:], ack_id))
+        # A bare task, no done-callback bookkeeping (one more loop callback per event):
+        # while pending it is referenced by what it awaits, and the gateway counts events
+        # in flight (drain and stop wait for them).
+        asyncio.get_running_loop().create_task(self._run(self.conn, name, data[1:], ack_id))
 
     async def _run(self, conn: Connection, name: str, args: list[Any], ack_id: int | None) -> None:
         ack = await self.wire.gateway.event(conn.sid, name, args)

@@ -95,6 +95,29 @@ async def test_started_engine_polls_its_logs(make_node: MakeNode) -> None:
     assert await engine.drain_logs() == 0
 
 
+async def test_a_busy_node_defers_its_log_writes_for_a_bounded_time(make_node: MakeNode) -> None:
+    """While the node answers a burst (``busy``), durable logs wait — at most
+    ``log_defer_max_s`` — then are written even if the burst goes on; in-process (no
+    durable log) nothing waits."""
+    engine = (await make_node("a")).engine  # the log loop polls every 20 ms
+    busy = True
+    engine.busy = lambda: busy
+    engine.log_defer_max_s = 0.6
+    recorder = Recorder()
+    await engine.log_register(LOG, stream())
+    engine.on_log(LOG, recorder)
+    await sell(engine, "r1", "o1")
+    if not engine.durable_logs:  # in-process: written at once, busy or not
+        await eventually(lambda: recorder.ids() == ["o1"], timeout=0.5)
+        return
+    await asyncio.sleep(0.3)
+    assert recorder.ids() == [], "written while the node was busy"
+    await eventually(lambda: recorder.ids() == ["o1"], timeout=1.5)  # the bound, still busy
+    busy = False
+    await sell(engine, "r1", "o2")
+    await eventually(lambda: recorder.ids() == ["o1", "o2"], timeout=0.5)
+
+
 async def test_failing_handler_gets_the_same_entries_again(make_node: MakeNode) -> None:
     engine = (await make_node("a", **QUIET)).engine
     recorder = Recorder(fail=2)

@@ -353,6 +353,67 @@ async def test_a_quantity_below_one_never_adds_stock(engine: Engine) -> None:
     assert await left_of(engine) == 3 and await holds_of(engine) == {}
 
 
+# ---------------------------------------------------------------------- merged buys
+
+
+def _in_room(result: dict[str, Any]) -> dict[str, Any]:
+    """A buy result with the order's room-bound fields left out (two rooms compared)."""
+    if "order" not in result:
+        return result
+    order = {k: v for k, v in result["order"].items() if k not in ("room_id", "id")}
+    return {**result, "order": order}
+
+
+@pytest.mark.parametrize("seed", range(4))
+async def test_a_merged_batch_answers_as_the_same_buys_one_by_one(
+    engine: Engine, seed: int
+) -> None:
+    """``sale_buy_many`` (features/flashsale/merge.py) against ``sale_buy`` call by call:
+    the same sale in two rooms, the same random buys (repeated request ids, quantities
+    over the limit, zero, buyers after sell-out, some before the start), the same answers
+    and the same stock and holds afterwards."""
+    rng = random.Random(seed)
+    qty, limit = rng.randint(3, 12), rng.randint(1, 3)
+    for room in ("one", "many"):
+        await install(engine, room=room, qty=qty, limit=limit, starts_at=T0 + 500)
+    buys = []
+    for n in range(rng.randint(20, 60)):
+        user = f"u{rng.randint(1, 8)}"
+        request_id = f"rq{rng.randint(1, 10)}"
+        buys.append(
+            (user, rng.choice([0, 1, 1, 1, 2, 3]), request_id, T0 + rng.randint(0, 2000), n)
+        )
+
+    def step(
+        room: str, user: str, q: int, request_id: str, now: int, n: int
+    ) -> tuple[str, list[Any]]:
+        order = new_order(room, "s1", user, q, request_id, now=now, expires_at=now + 9000)
+        order["id"] = f"{room}-o{n}"
+        return keys.idempotency(room, user, "buy:s1", request_id), [
+            now,
+            user,
+            q,
+            jsonutil.dumps(order),
+        ]
+
+    one_by_one = []
+    for user, q, request_id, now, n in buys:
+        idem, args = step("one", user, q, request_id, now, n)
+        one_by_one.append(
+            await engine.atomic("sale_buy", [*sale_keys("one", "s1"), idem], [*args, IDEM_TTL_MS])
+        )
+    steps = [step("many", user, q, request_id, now, n) for user, q, request_id, now, n in buys]
+    merged = await engine.atomic(
+        "sale_buy_many",
+        [*sale_keys("many", "s1"), *(idem for idem, _ in steps)],
+        [IDEM_TTL_MS, *(a for _, args in steps for a in args)],
+    )
+    assert [_in_room(r) for r in merged] == [_in_room(r) for r in one_by_one]
+    assert any(r.get("new") for r in merged) and any("error" in r for r in merged)
+    assert await left_of(engine, "many") == await left_of(engine, "one")
+    assert await holds_of(engine, "many") == await holds_of(engine, "one")
+
+
 # ---------------------------------------------------------------------- the stampede
 
 STAMPEDES = [(1, 37), (2, 37), (3, 23), (4, 50), (5, 1)]

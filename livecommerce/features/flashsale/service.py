@@ -16,6 +16,7 @@ on stock that was already given back.
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -27,6 +28,7 @@ from livecommerce.auth import Principal
 from livecommerce.engine import Engine, keys
 from livecommerce.engine.base import now_ms
 from livecommerce.features.flashsale.events import SaleEvent
+from livecommerce.features.flashsale.merge import BuyMerger
 from livecommerce.features.flashsale.orders import ORDER_LOG
 from livecommerce.features.flashsale.schemas import SaleCreate
 from livecommerce.features.payments.provider import PaymentProvider
@@ -47,8 +49,13 @@ STOCK_UPDATE_INTERVAL_S = 0.25
 
 def sale_keys(room_id: str, sale_id: str) -> list[str]:
     """KEYS of every sale op: sale hash, holds hash, orders hash, order log stream."""
+    return list(_sale_keys(room_id, sale_id))
+
+
+@functools.lru_cache(maxsize=4096)  # built for every buyer of a stampede otherwise
+def _sale_keys(room_id: str, sale_id: str) -> tuple[str, ...]:
     base = keys.room_key(room_id, "sale", sale_id)
-    return [base, f"{base}:holds", f"{base}:orders", keys.room_key(room_id, "log", ORDER_LOG)]
+    return (base, f"{base}:holds", f"{base}:orders", keys.room_key(room_id, "log", ORDER_LOG))
 
 
 def sale_public(terms: dict[str, Any], left: int, status: str, now: int) -> dict[str, Any]:
@@ -75,6 +82,7 @@ class FlashSaleService:
         self.provider = provider
         self._stock_dirty: dict[str, str] = {}  # sale_id -> room_id
         self._terms_cache: TTLCache[str, dict[str, Any] | None] = TTLCache(3600)
+        self._merger = BuyMerger(engine, IDEMPOTENCY_TTL_MS)
         self._flusher: asyncio.Task[None] | None = None
         #: Called with every order that became paid (PK sales scores).
         self.paid_hooks: list[Callable[[dict[str, Any]], Awaitable[None]]] = []
@@ -139,6 +147,7 @@ class FlashSaleService:
             "hold_s": data.hold_s,
         }
         await self.sales.create(terms)  # SQL first: a restart rebuilds the engine from it
+        self._terms_cache.put(terms["id"], dict(terms))  # the sale's first buyers skip SQL here
         sale = await self.install(terms, {}, [])
         if starts_at > now:
             await self.engine.schedule(START, terms["id"], starts_at, {"room_id": data.room_id})
@@ -209,12 +218,12 @@ class FlashSaleService:
             "expires_at": now + terms["hold_s"] * 1000,
         }
         idem = keys.idempotency(terms["room_id"], user.id, f"buy:{sale_id}", request_id)
-        step_keys = [*sale_keys(terms["room_id"], sale_id), idem]
-        args = [now, user.id, qty, _json(order), IDEMPOTENCY_TTL_MS]
-        result = await self.engine.atomic("sale_buy", step_keys, args)
+        step_keys = sale_keys(terms["room_id"], sale_id)
+        step = (step_keys, idem, now, user.id, qty, _json(order))
+        result = await self._merger.buy(*step)
         if result.get("error") == "not_found":  # SQL has the sale, the engine lost it
             await self.restore(terms)
-            result = await self.engine.atomic("sale_buy", step_keys, args)
+            result = await self._merger.buy(*step)
         if "error" in result:
             raise _sale_error(result["error"])
         placed: dict[str, Any] = result["order"]
