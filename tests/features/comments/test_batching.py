@@ -166,3 +166,57 @@ async def test_broadcasts_between_comments_keep_seq_order_for_viewers(
     assert len(viewer.received("product:pinned")) == 20
     texts = [c["text"] for d in viewer.received("comment:batch") for c in d["items"]]
     assert texts == [t for i in range(20) for t in (f"before {i}", f"after {i}")]
+
+
+async def test_a_busy_room_costs_each_viewer_one_write_per_tick(
+    app_server: AppServer, api_factory: Callable[[str], Api], client_factory: Any
+) -> None:
+    """While comments flow, every other broadcast of the room (like totals here) waits
+    for the next tick and leaves in its write: a viewer's socket sees one write per tick,
+    not one more per like total landing between two ticks."""
+    from livecommerce.app import GATEWAY
+
+    room = await live_room(app_server, api_factory(app_server.url))
+    host = await client_factory(app_server.url, room.host)
+    viewer = await client_factory(app_server.url)
+    await viewer.ok("room:join", {"room_id": room.room_id})
+    outbox = app_server.server.app[GATEWAY].outbox
+    [conn] = [c for c in outbox.members(room.room_id).values()]
+    writes: list[float] = []
+    plain = outbox._write_wire
+
+    def counted(c: Any, frame: Any) -> int:
+        if c is conn:
+            writes.append(asyncio.get_running_loop().time())
+        return plain(c, frame)
+
+    outbox._write_wire = counted  # type: ignore[method-assign]
+    likers = [
+        await client_factory(
+            app_server.url, await make_user(app_server.node, f"liker{i}", "viewer")
+        )
+        for i in range(4)
+    ]
+    loop = asyncio.get_running_loop()
+    started = loop.time()
+    until = started + 3.0
+
+    async def comments() -> None:
+        for i in range(1000):
+            if loop.time() > until:
+                return
+            await host.ok("comment:send", {"room_id": room.room_id, "text": f"c{i}"})
+            await asyncio.sleep(0.09)
+
+    async def likes(liker: Client) -> None:
+        while loop.time() < until:
+            await liker.call("like:send", {"room_id": room.room_id, "count": 1})
+            await asyncio.sleep(0.1)
+
+    await asyncio.gather(comments(), *(likes(liker) for liker in likers))
+    elapsed = loop.time() - started
+    await asyncio.sleep(0.3)
+    window = [t for t in writes if started <= t <= started + elapsed]
+    ticks = elapsed / 0.1
+    assert len(viewer.received("like:total")) >= 8
+    assert len(window) <= ticks + 1, f"{len(window)} writes in {ticks:.0f} ticks"
