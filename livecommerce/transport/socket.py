@@ -241,13 +241,9 @@ class SocketGateway:
         if tick.items or tick.dropped:
             batch = Frame.encode(CommentEvent.BATCH, tick.payload_for(room_id), len(tick.items))
             shared = batch if behind is None else batch + behind
-        send = self.outbox.send
-        frames = 0
-        for sid, conn in list(members.items()):
-            mine = personal.get(sid, shared)
-            if mine is not None:
-                send(conn, mine)
-                frames += mine is not behind
+        frames = self.outbox.fan_out(list(members.values()), shared, personal or None)
+        if shared is behind:  # comment:batch frames only: the personal ones
+            frames = len(personal)
         metrics.comment_frames.inc(frames)
 
     # -- membership ---------------------------------------------------------------------

@@ -64,6 +64,21 @@ def test_budget_follows_the_viewer_rate_without_bursting_after_quiet() -> None:
     assert 25 <= shown <= 40  # ~30 per simulated second
 
 
+def test_budget_a_late_tick_keeps_what_the_time_accrued_up_to_two_ticks() -> None:
+    """A tick the busy loop ran late (0.2 s after the last) shows 6 at 30/s, not 3-4; a
+    long quiet spell still gives at most two ticks' worth."""
+    batcher = Batcher(viewer_rate=30, tick_s=0.1, rng=random.Random(1))
+    batcher.add("r", 1, [_item(i, f"u{i}") for i in range(100)])
+    assert batcher.take("r") is not None
+    _, last = batcher._budget["r"]
+    batcher._budget["r"] = (0.0, last - 0.2)
+    batcher.add("r", 2, [_item(i, f"u{i}") for i in range(100, 200)])
+    assert (late := batcher.take("r")) is not None and len(late.items) == 6
+    batcher._budget["r"] = (0.0, batcher._budget["r"][1] - 10.0)
+    batcher.add("r", 3, [_item(i, f"u{i}") for i in range(200, 300)])
+    assert (quiet := batcher.take("r")) is not None and len(quiet.items) == 7
+
+
 def test_budget_a_take_leaves_unused_goes_to_the_next_take_of_the_tick() -> None:
     batcher = Batcher(viewer_rate=30, tick_s=0.1, rng=random.Random(1))
     batcher.add("r", 1, [_item(0, "u0")])
