@@ -148,12 +148,9 @@ class SocketGateway:
             self.batcher.add(room_id, message.seq, message.payload["items"])
             return
         behind = self._behind.get(room_id)
-        if behind is not None or self.batcher.has_pending(room_id) or self.batcher.ticking(room_id):
+        if behind is not None or self.batcher.has_pending(room_id):
             # Comments published before it are waiting for the tick: it waits with them
-            # (<= one tick) and leaves right after them, in the same write. In a room
-            # whose comments are flowing it waits for the next tick anyway: one write per
-            # viewer per tick is a busy room's floor, and like totals or online counts
-            # landing between two ticks would each cost a write per viewer of their own.
+            # (<= one tick) and leaves right after them, in the same write.
             frame = Frame.encode(message.event, message.payload)
             self._behind[room_id] = frame if behind is None else behind + frame
             return
@@ -191,9 +188,7 @@ class SocketGateway:
             await asyncio.sleep(max(0.0, next_at - loop.time()))
             if loop.time() - next_at > interval:  # fell behind: don't try to catch up
                 next_at = loop.time()
-            rooms = self.batcher.pending_rooms()
-            rooms += [room_id for room_id in self._behind if not self.batcher.has_pending(room_id)]
-            for room_id in rooms:
+            for room_id in self.batcher.pending_rooms():
                 try:
                     self.flush_comments(room_id)
                 except Exception:

@@ -67,11 +67,6 @@ class Batcher:
     def has_pending(self, room_id: str) -> bool:
         return room_id in self._pending
 
-    def ticking(self, room_id: str, within_s: float = 1.0) -> bool:
-        """Whether the room had a tick in the last ``within_s`` (comments are flowing)."""
-        last = self._budget.get(room_id)
-        return last is not None and time.monotonic() - last[1] < within_s
-
     def queued(self) -> int:
         """Comments waiting for their room's next tick (metrics)."""
         return sum(len(pending.items) for pending in self._pending.values())
