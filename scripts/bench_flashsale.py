@@ -57,6 +57,7 @@ import socketio  # noqa: E402
 from loadgen import ConnectStats, LoadGen, RoundResult, mint_tokens, percentile  # noqa: E402
 from redis.asyncio import Redis  # noqa: E402
 
+from livecommerce.engine.redis_common import load_script  # noqa: E402
 from livecommerce.settings import loadtest_env  # noqa: E402
 
 TARGET_LAST_ACK_S = 1.0
@@ -436,7 +437,7 @@ async def redis_ceiling(c: Cluster, requests: int, clients: int) -> list[Ceiling
         return []
     client = Redis(host="127.0.0.1", port=c.redis_port, decode_responses=True)
     try:
-        sha = await client.script_load(LUA.read_text())
+        sha = await client.script_load(load_script(LUA))  # its --#include lines inlined
         base = "lc:{room:bench-ceiling}"
         far = 10**15
         await client.hset(
@@ -640,7 +641,8 @@ class Profiler:
         for i, pid in enumerate(pids):
             path = self.out / f"{tag}-node{i + 1}.folded"
             cmd = [self.spy, "record", "--pid", str(pid), "--duration", str(self.duration_s)]
-            cmd += ["--rate", os.environ.get("PYSPY_RATE", "250"), "--format", "raw", "--output", str(path)]
+            rate = os.environ.get("PYSPY_RATE", "250")  # samples/s; a short burst wants more
+            cmd += ["--rate", rate, "--format", "raw", "--output", str(path)]
             # --native must pause the process to unwind it; otherwise sample without pausing
             cmd += ["--native"] if self.native else ["--nonblocking"]
             with path.with_suffix(".log").open("wb") as log:

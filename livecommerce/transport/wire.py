@@ -273,7 +273,8 @@ class WireConn(asyncio.Protocol):
         elif opcode == ws.CLOSE:
             self.closing_reason = self.closing_reason or TRANSPORT_CLOSE
             if not self.transport.is_closing():
-                self.transport.write(ws.frame(payload[:2], ws.CLOSE))
+                if self.gone is None:  # the client's close: answered; ours (shut): done
+                    self.transport.write(ws.frame(payload[:2], ws.CLOSE))
                 self.transport.close()
 
     def _message(self, opcode: int, payload: bytes) -> None:
