@@ -31,6 +31,10 @@ Ack = dict[str, Any]
 LOGGED_IDS = frozenset(
     "room_id request_id sale_id order_id campaign_id group_id draw_id pk_id product_id".split()
 )
+#: Names Socket.IO gives a meaning of its own: as client events they would reach the
+#: connect/disconnect handlers (a client could change identity mid-connection). Both
+#: transport paths refuse them.
+RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error", "message", "*"})
 #: Refusals log at info, except: a backend down (warning) and rate limits (debug: a flood
 #: of refused events must not become a flood of log lines).
 _REFUSAL_LEVEL = {"unavailable": logging.WARNING, "rate_limited": logging.DEBUG}

@@ -25,7 +25,7 @@ from livecommerce.engine import Broadcast
 from livecommerce.features.comments.batching import Batcher
 from livecommerce.features.comments.events import CommentEvent
 from livecommerce.settings import Settings
-from livecommerce.transport.dispatch import Connection, Dispatcher
+from livecommerce.transport.dispatch import RESERVED_EVENTS, Connection, Dispatcher
 from livecommerce.transport.limits import Limits
 from livecommerce.transport.outbox import Frame, Outbox, websocket_class
 from livecommerce.transport.wire import WireServer
@@ -36,9 +36,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger(__name__)
 
 
-#: Names python-socketio gives a meaning of its own: as client events they would reach the
-#: connect/disconnect handlers (a client could change identity mid-connection).
-RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error", "message", "*"})
 #: Events in flight from which the node counts as answering a burst (a flash sale's
 #: stampede puts thousands in flight at once; normal traffic keeps a handful).
 BUSY_EVENTS = 256

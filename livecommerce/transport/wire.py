@@ -32,6 +32,7 @@ from aiohttp import web
 
 from livecommerce import errors, jsonutil
 from livecommerce.transport import websocket as ws
+from livecommerce.transport.dispatch import RESERVED_EVENTS
 
 if TYPE_CHECKING:
     from livecommerce.transport.dispatch import Connection
@@ -49,7 +50,6 @@ PING_TIMEOUT, TRANSPORT_CLOSE, TRANSPORT_ERROR = (
 #: Engine.IO packets as WebSocket frames, encoded once.
 PING = ws.frame(b"2")
 CLOSE_PACKET = ws.frame(b"1")
-RESERVED_EVENTS = frozenset({"connect", "disconnect", "connect_error", "message", "*"})
 HEAD_TIMEOUT_S = 10.0
 _ACK_ID = re.compile(rb"\d+")
 HEAD_MAX = 16 * 1024

@@ -18,15 +18,24 @@ from urllib.parse import urlparse
 from livecommerce import jsonutil
 
 
-def _masked_text(payload: bytes) -> bytes:
-    mask = os.urandom(4)
-    body = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+def client_frame(
+    payload: bytes, opcode: int = 0x1, *, fin: bool = True, mask: bool = True
+) -> bytes:
+    """A client's WebSocket frame (text by default), masked byte by byte: built apart from
+    the server's own codec (transport/websocket.py), so tests check it against RFC 6455."""
     size = len(payload)
+    b0 = (0x80 if fin else 0) | opcode
+    bit = 0x80 if mask else 0
     if size < 126:
-        header = struct.pack("!BB", 0x81, 0x80 | size)
+        header = struct.pack("!BB", b0, bit | size)
+    elif size < 65536:
+        header = struct.pack("!BBH", b0, bit | 126, size)
     else:
-        header = struct.pack("!BBH", 0x81, 0x80 | 126, size)
-    return header + mask + body
+        header = struct.pack("!BBQ", b0, bit | 127, size)
+    if not mask:
+        return header + payload
+    key = os.urandom(4)
+    return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
 class StalledClient:
@@ -50,10 +59,10 @@ class StalledClient:
         await loop.sock_sendall(self.sock, request.encode())
         await self._read_until(b"\r\n\r\n")  # the 101
         await self._read_until(b"0{")  # Engine.IO open
-        await loop.sock_sendall(self.sock, _masked_text(b"40"))
+        await loop.sock_sendall(self.sock, client_frame(b"40"))
         await self._read_until(b"40{")  # Socket.IO connected
         join = b'420["room:join",' + jsonutil.dumpb({"room_id": room_id}) + b"]"
-        await loop.sock_sendall(self.sock, _masked_text(join))
+        await loop.sock_sendall(self.sock, client_frame(join))
         await self._read_until(b"430[")  # the join ack; from here on nothing is read
 
     async def _read_until(self, marker: bytes, timeout: float = 5) -> None:

@@ -24,28 +24,10 @@ from livecommerce.app import GATEWAY
 from livecommerce.transport import websocket as ws
 from tests.conftest import AppServer, make_user
 from tests.support.client import Api, Client
+from tests.support.rawws import client_frame
 
 ClientFactory = Callable[..., Awaitable[Client]]
 NodeFactory = Callable[..., Awaitable[AppServer]]
-
-
-def client_frame(
-    payload: bytes, opcode: int = ws.TEXT, *, fin: bool = True, mask: bool = True
-) -> bytes:
-    """A client's frame, masked byte by byte (independent of the server's unmask)."""
-    size = len(payload)
-    b0 = (0x80 if fin else 0) | opcode
-    bit = 0x80 if mask else 0
-    if size < 126:
-        header = struct.pack("!BB", b0, bit | size)
-    elif size < 65536:
-        header = struct.pack("!BBH", b0, bit | 126, size)
-    else:
-        header = struct.pack("!BBQ", b0, bit | 127, size)
-    if not mask:
-        return header + payload
-    key = os.urandom(4)
-    return header + key + bytes(b ^ key[i % 4] for i, b in enumerate(payload))
 
 
 class Collect:
