@@ -53,6 +53,10 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, overrides=overrides)
 
 
+#: Collector thresholds of a serving node (young, middle, old generation).
+GC_THRESHOLDS = (300_000, 50, 100)
+
+
 def serve(settings: Settings) -> None:
     import uvloop
 
@@ -76,9 +80,12 @@ async def _serve(settings: Settings) -> None:
         lines = await seed(app[NODE])
     # Everything built so far lives as long as the process: move it out of the collector's
     # sight, and collect less often. With thousands of connections, full collections were
-    # a third of a node's CPU in the flash-sale benchmark (docs/benchmarks.md).
+    # a third of a node's CPU in the flash-sale benchmark; young collections in the middle
+    # of a burst (5,000 buys in flight are ~100k live objects to scan each time) cost a
+    # fifth of its acks/s at 50,000 (docs/benchmarks.md). Cyclic garbage waits longer;
+    # everything else is still freed by reference counting at once.
     gc.freeze()
-    gc.set_threshold(50_000, 50, 100)
+    gc.set_threshold(*GC_THRESHOLDS)
     site = web.TCPSite(runner, settings.server.host, settings.server.port, shutdown_timeout=5)
     await site.start()
     # Printed only once the port accepts connections, so the URLs work when read.
