@@ -30,6 +30,8 @@ from pathlib import Path
 
 import aiohttp
 
+from livecommerce.engine.redis_common import answers_ping
+
 ROOT = Path(__file__).resolve().parents[1]
 SITE_TEMPLATE = ROOT / "config" / "nginx" / "livecommerce.conf"
 #: What ``sticky`` rendering swaps: WebSocket-only balancing for the per-address hash that
@@ -221,12 +223,7 @@ class RedisProcess(Process):
         await _until(self._pong, self, timeout_s)
 
     def _pong(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
-        except OSError:
-            return False
+        return answers_ping(self.port)
 
 
 class NodeProcess(Process):

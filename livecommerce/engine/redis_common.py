@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import socket
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -89,6 +90,17 @@ async def cancel_and_wait(tasks: list[asyncio.Task[None]]) -> None:
     for task in tasks:
         if not task.cancelled() and task.exception() is not None:
             log.error("engine_task_failed", task=task.get_name(), error=str(task.exception()))
+
+
+def answers_ping(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether a redis-server on ``port`` answers PING now: a blocking probe, for whoever
+    starts one and waits for it (scripts/cluster.py, the tests' servers)."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5) as sock:
+            sock.sendall(b"PING\r\n")
+            return sock.recv(64).startswith(b"+PONG")
+    except OSError:
+        return False
 
 
 def load_script(path: Path) -> str:

@@ -3,12 +3,13 @@
 The protocol (handshake, pings, events, acks) is ``transport/wire.py``'s for WebSocket
 clients and python-socketio's for long-polling ones; both call :meth:`SocketGateway.open`,
 ``event`` and ``closed``, so who may connect and what an event does is decided here once.
-Delivery does not go through python-socketio's rooms: cross-node fan-out is the engine's job (per-room channels,
-subscribed only while this node has members), and the last hop — from a delivery to this
-node's connections — is :class:`Outbox`'s (encode once, write to each). Comments are held
-per room until the room's next tick and leave as one ``comment:batch`` per viewer
-(``features/comments/batching.py`` decides what each viewer sees); any other broadcast of
-the room first flushes the comments waiting before it, so viewers get seq order.
+Delivery does not go through python-socketio's rooms: cross-node fan-out is the engine's
+job (per-room channels, subscribed only while this node has members), and the last hop —
+from a delivery to this node's connections — is :class:`Outbox`'s (encode once, write to
+each). Comments are held per room until the room's next tick and leave as one
+``comment:batch`` per viewer (``features/comments/batching.py`` decides what each viewer
+sees); any other broadcast of the room first flushes the comments waiting before it, so
+viewers get seq order.
 """
 
 from __future__ import annotations

@@ -10,6 +10,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from livecommerce.engine.redis_common import answers_ping
+
 
 def free_port() -> int:
     """A TCP port nothing listens on right now (the OS picks it)."""
@@ -97,9 +99,4 @@ class RedisServer:
         raise RuntimeError(f"redis-server did not answer PING within {timeout_s}s")
 
     def _pong(self) -> bool:
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5) as sock:
-                sock.sendall(b"PING\r\n")
-                return sock.recv(64).startswith(b"+PONG")
-        except OSError:
-            return False
+        return answers_ping(self.port)
