@@ -148,8 +148,9 @@ class Metrics:
         )
         self.frames = Counter(
             "livecommerce_frames",
-            "Frames written to connections: direct (pre-encoded, straight to the socket) or "
-            "queued (through Engine.IO's queue: polling, compression, or a busy writer)",
+            "Frames written to connections: direct (pre-encoded, straight to the socket), "
+            "thread (a fan-out sent by the send thread outside the GIL) or queued (through "
+            "Engine.IO's queue: polling, compression, or a busy writer)",
             ["path"],
             registry=r,
         )

@@ -112,6 +112,10 @@ class TransportSettings(_Section):
     #: rather than python-socketio's. Long-polling is python-socketio's either way; with
     #: compression on, so is WebSocket.
     lean_websocket: bool = True
+    #: A fan-out (a comment tick, a room broadcast) to at least this many lean WebSockets
+    #: is sent by a thread of its own outside the GIL (transport/offload.py), so the loop
+    #: goes on serving events meanwhile. 0: always inline.
+    fanout_thread_min: int = Field(256, ge=0)
 
 
 class LimitSettings(_Section):

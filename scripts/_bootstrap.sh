@@ -1,5 +1,5 @@
 # Sourced by the scripts: a .venv with the project installed, refreshed when pyproject.toml
-# changes. Usage: source scripts/_bootstrap.sh [EXTRAS]   (e.g. "dev")
+# or the C extension's source changes. Usage: source scripts/_bootstrap.sh [EXTRAS]   (e.g. "dev")
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
@@ -21,7 +21,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "» creating $VENV" >&2
   "$(find_python)" -m venv "$VENV"
 fi
-_hash="$(cat "$ROOT/pyproject.toml" | sha256sum | cut -c1-16)"
+_hash="$(cat "$ROOT/pyproject.toml" "$ROOT"/livecommerce/transport/*.c | sha256sum | cut -c1-16)"
 _stamp="$VENV/.installed-${_hash}-${EXTRAS:-base}"
 if [ ! -f "$_stamp" ]; then
   echo "» installing livecommerce${EXTRAS:+[$EXTRAS]} into .venv" >&2

@@ -89,6 +89,18 @@ def server_env(c: Cluster, overrides: dict[str, str]) -> dict[str, str]:
     return env | overrides
 
 
+def setting_env(settings: list[str]) -> dict[str, str]:
+    """``section.key=value`` -> ``LIVECOMMERCE_SECTION__KEY=value`` (livecommerce only)."""
+    env = {}
+    for item in settings:
+        name, sep, value = item.partition("=")
+        section, dot, key = name.partition(".")
+        if not sep or not dot:
+            raise SystemExit(f"--setting {item!r}: expected section.key=value")
+        env[f"LIVECOMMERCE_{section.upper()}__{key.upper()}"] = value
+    return env
+
+
 def server_args(kind: str, c: Cluster, port: int, index: int, redis: bool) -> list[str]:
     if kind == "baseline":
         args = [sys.executable, str(ROOT / "scripts" / "baseline_server.py"), "--port", str(port)]
@@ -317,6 +329,8 @@ class Bench:
         self, kind: str, nodes: int, env: dict[str, str]
     ) -> AsyncIterator[tuple[Cluster, CommentLoad]]:
         """Fresh servers (two share a redis-server), a live room, load generator workers."""
+        if kind != "baseline":
+            env = env | setting_env(self.args.setting)
         async with servers(kind, nodes, nodes > 1, env, self.args.keep) as c:
             load = CommentLoad(
                 c.urls, await open_room(kind, c), workers=self.args.workers, lifetime_s=900
@@ -762,6 +776,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=32, help="connects in flight per worker")
     p.add_argument("--lowat", type=int, default=4096, help="SO_RCVLOWAT of plain viewers")
     p.add_argument("--quiet-wait", type=float, default=5.0, help="max s to wait for an idle box")
+    p.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a livecommerce setting for this run, e.g. transport.fanout_thread_min=0",
+    )
     p.add_argument("--keep", action="store_true", help="keep temp dirs (server logs)")
     p.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
     p.add_argument("--timeout", type=float, default=480.0, help="give up after this many s")

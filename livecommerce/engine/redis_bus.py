@@ -89,7 +89,7 @@ class Lane:
         pubsub, self._pubsub = self._pubsub, None
         if pubsub is not None:
             with contextlib.suppress(Exception):
-                await pubsub.aclose()  # type: ignore[no-untyped-call]
+                await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
 
     async def _send(self, pubsub: PubSub, subscribe: bool, channels: list[str]) -> None:
         if self.bus.sharded:
@@ -122,7 +122,7 @@ class Lane:
         try:
             await pubsub.connect()  # type: ignore[no-untyped-call]
         except BaseException:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
+            await pubsub.aclose()  # type: ignore[no-untyped-call, unused-ignore]
             raise
         # From here on add() sends its own SUBSCRIBE; everything carried before is in this
         # snapshot. No await in between, so no channel falls in the gap.

@@ -14,6 +14,10 @@ way.
 
 A connection that stops reading is cut off before it costs memory or anyone's time: its
 socket buffer (bytes) or its queue (frames) over the limit aborts its transport.
+
+A fan-out to many lean WebSockets (``offload_min`` or more ready to take the frame) is
+written by a thread of its own outside the GIL (transport/offload.py): the loop goes on
+serving events while the kernel sends.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from engineio.async_drivers.aiohttp import WebSocket as EioWebSocket
 
 from livecommerce import jsonutil
 from livecommerce.observability import Metrics
+from livecommerce.transport import offload
 from livecommerce.transport.websocket import frame as ws_frame
 
 if TYPE_CHECKING:
@@ -98,14 +103,21 @@ def websocket_class(*, compress: bool, sndbuf: int) -> type[EioWebSocket]:
 
 
 class Outbox:
-    def __init__(self, metrics: Metrics, *, max_queue: int, max_buffer: int) -> None:
+    def __init__(
+        self, metrics: Metrics, *, max_queue: int, max_buffer: int, offload_min: int = 0
+    ) -> None:
         self.metrics = metrics
         self.max_queue = max_queue
         self.max_buffer = max_buffer
+        #: fan-outs to at least this many ready lean WebSockets take the send thread
+        #: (0: never; nor without the C extension)
+        self.offload_min = offload_min if offload.available else 0
+        self._sender: offload.SendThread | None = None
         self.rooms: dict[str, dict[str, Connection]] = {}
         self.users: dict[str, dict[str, Connection]] = {}
         self._direct = metrics.frames.labels("direct")
         self._queued = metrics.frames.labels("queued")
+        self._thread = metrics.frames.labels("thread")
         self._comments_lost = metrics.cut_comments
 
     # -- membership ---------------------------------------------------------------------
@@ -150,16 +162,21 @@ class Outbox:
         personal: dict[str, Frame] | None,
     ) -> int:
         """Each connection gets ``personal[sid]`` if it has one, else ``shared`` (None:
-        nothing). The hot loop of a room's tick: a lean WebSocket with room in its socket
-        buffer is written inline; anything else takes ``_write``. Returns the writes."""
-        direct = queued = 0
+        nothing). The hot loop of a room's tick: many lean WebSockets taking ``shared`` go
+        to the send thread; a lean WebSocket with room in its socket buffer is written
+        inline; anything else takes ``_write``. Returns the writes."""
+        direct = queued = flown = 0
+        if self.offload_min and shared is not None:
+            conns, flown = self._offload(conns, shared, personal)
+            if flown:
+                self._thread.inc(flown)
         limit = self.max_buffer
         for conn in conns:
             frame = shared if personal is None else personal.get(conn.sid, shared)
             if frame is None:
                 continue
             wire = conn.wire
-            if wire is not None and not conn.cut:
+            if wire is not None and not conn.cut and wire.held is None:
                 transport = wire.transport
                 if transport.get_write_buffer_size() <= limit and not transport.is_closing():
                     transport.write(frame.ws)
@@ -169,7 +186,43 @@ class Outbox:
             direct += how == _DIRECT
             queued += how == _QUEUED
         self._count(direct, queued)
-        return direct + queued
+        return direct + queued + flown
+
+    def _offload(
+        self, conns: Iterable[Connection], shared: Frame, personal: dict[str, Frame] | None
+    ) -> tuple[list[Connection], int]:
+        """Hand the lean WebSockets that take ``shared`` with nothing else in their way to
+        the send thread; return the rest (written here) and how many took off."""
+        conns = list(conns)
+        if len(conns) < self.offload_min:
+            return conns, 0
+        flying: list[Any] = []
+        rest: list[Connection] = []
+        for conn in conns:
+            wire = conn.wire
+            if (
+                wire is None
+                or conn.cut
+                or wire.held is not None
+                or (personal is not None and conn.sid in personal)
+                or wire.transport.get_write_buffer_size()
+                or wire.transport.is_closing()
+            ):
+                rest.append(conn)
+            else:
+                flying.append(wire)
+        if len(flying) < self.offload_min:
+            return conns, 0
+        if self._sender is None:
+            self._sender = offload.SendThread(asyncio.get_running_loop())
+        offload.Flight(self._sender, flying, shared.ws).launch()
+        return rest, len(flying)
+
+    def close(self) -> None:
+        """Stop the send thread (after the fan-outs it has taken)."""
+        if self._sender is not None:
+            self._sender.close()
+            self._sender = None
 
     def send(self, conn: Connection, frame: Frame) -> None:
         how = self._write(conn, frame)
@@ -217,10 +270,15 @@ class Outbox:
 
     def _write_wire(self, conn: Connection, frame: Frame) -> int:
         # transport/wire.py: one writer (this loop), so every write goes straight out, in
-        # order; the socket's unsent bytes are the only queue
-        transport = conn.wire.transport
+        # order; the socket's unsent bytes are the only queue (and, while a fan-out frame
+        # is in flight on the send thread, the connection's held writes)
+        wire = conn.wire
+        transport = wire.transport
         if transport.is_closing():
             return _SKIPPED
+        if wire.held is not None:
+            wire.write(frame.ws)
+            return _DIRECT
         if transport.get_write_buffer_size() > self.max_buffer:
             self._cut(conn, "socket buffer full")
             self._lost(frame)

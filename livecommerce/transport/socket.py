@@ -106,7 +106,12 @@ class SocketGateway:
         self.dispatcher = dispatcher
         self.conns: dict[str, Connection] = {}
         t, c = node.settings.transport, node.settings.comments
-        self.outbox = Outbox(node.metrics, max_queue=t.out_queue_max, max_buffer=t.out_buffer_max)
+        self.outbox = Outbox(
+            node.metrics,
+            max_queue=t.out_queue_max,
+            max_buffer=t.out_buffer_max,
+            offload_min=t.fanout_thread_min if t.lean_websocket else 0,
+        )
         self.batcher = Batcher(c.viewer_rate, c.tick_ms / 1000)
         self._ticker: asyncio.Task[None] | None = None
         #: room -> broadcasts waiting behind the room's pending comments
@@ -172,6 +177,7 @@ class SocketGateway:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._ticker
+        self.outbox.close()  # the send thread finishes the fan-outs it has taken
         for wire in list(self.wire.conns):  # aiohttp's shutdown does not know them
             wire.transport.abort()
         if self.wire.tasks:

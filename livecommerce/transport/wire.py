@@ -152,8 +152,11 @@ class WireConn(asyncio.Protocol):
         "closing_reason",
         "conn",
         "connecting",
+        "ending",
+        "fd",
         "forwarded",
         "gone",
+        "held",
         "ip_peer",
         "ponged",
         "reader",
@@ -180,15 +183,21 @@ class WireConn(asyncio.Protocol):
         self.timer: asyncio.TimerHandle | None = None
         self.ponged = True
         self.gone: asyncio.Future[None] | None = None  # made when someone waits for the end
+        #: While a frame is in flight on the fan-out thread (transport/offload.py): what is
+        #: written meanwhile, in order, and whether a close waits behind it.
+        self.held: list[bytes] | None = None
+        self.ending = False
+        self.fd = -1
 
     # -- lifecycle ----------------------------------------------------------------------
 
     def start(self, key: str, rest: bytes) -> None:
         transport, wire = self.transport, self.wire
         transport.set_protocol(self)
-        if wire.sndbuf:
-            sock = transport.get_extra_info("socket")
-            if sock is not None:
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            self.fd = sock.fileno()
+            if wire.sndbuf:
                 sock.setsockopt(_socket.SOL_SOCKET, _socket.SO_SNDBUF, wire.sndbuf)
         opened = {"sid": secrets.token_urlsafe(15), **wire.open_packet_fields}
         transport.write(ws.accept_response(key) + ws.frame(b"0" + jsonutil.dumpb(opened)))
@@ -217,19 +226,18 @@ class WireConn(asyncio.Protocol):
 
     def close(self, reason: str, code: int = ws.NORMAL, why: str = "") -> None:
         """End the connection from this side: a WebSocket close frame, then the socket."""
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self.ending:
             return
         self.closing_reason = self.closing_reason or reason
-        self.transport.write(ws.close_frame(code, why))
-        self.transport.close()
+        self._end(ws.close_frame(code, why))
 
     async def shut(self, grace_s: float) -> None:
         """Graceful shutdown: an Engine.IO close (a Socket.IO client reconnects on it,
         through the balancer, to another node), then wait for the client to let go."""
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self.ending:
             return
         self.closing_reason = SERVER_DISCONNECT
-        self.transport.write(CLOSE_PACKET + ws.close_frame(ws.GOING_AWAY))
+        self.write(CLOSE_PACKET + ws.close_frame(ws.GOING_AWAY))
         self.gone = asyncio.get_running_loop().create_future()
         try:
             await asyncio.wait_for(asyncio.shield(self.gone), grace_s)
@@ -237,8 +245,35 @@ class WireConn(asyncio.Protocol):
             self.transport.abort()
 
     def write(self, data: bytes) -> None:
-        if not self.transport.is_closing():
+        held = self.held
+        if held is not None:
+            if not self.ending:
+                held.append(data)
+        elif not self.transport.is_closing():
             self.transport.write(data)
+
+    def _end(self, last: bytes) -> None:
+        """Write ``last``, then close: once a frame in flight has landed."""
+        if self.held is not None:
+            if not self.ending:
+                self.held.append(last)
+                self.ending = True
+            return
+        self.transport.write(last)
+        self.transport.close()
+
+    def landed(self, rest: bytes) -> None:
+        """The frame in flight on the fan-out thread is out but for ``rest``: write that,
+        then what was held meanwhile (and close, if a close waited)."""
+        held, self.held = self.held, None
+        transport = self.transport
+        if transport.is_closing():
+            return
+        out = rest + b"".join(held) if held else rest
+        if out:
+            transport.write(out)
+        if self.ending:
+            transport.close()
 
     # -- Engine.IO ------------------------------------------------------------------------
 
@@ -272,10 +307,9 @@ class WireConn(asyncio.Protocol):
             self.write(ws.frame(payload, ws.PONG))
         elif opcode == ws.CLOSE:
             self.closing_reason = self.closing_reason or TRANSPORT_CLOSE
-            if not self.transport.is_closing():
-                if self.gone is None:  # the client's close: answered; ours (shut): done
-                    self.transport.write(ws.frame(payload[:2], ws.CLOSE))
-                self.transport.close()
+            if not self.transport.is_closing() and not self.ending:
+                # the client's close: answered; ours (shut): done
+                self._end(ws.frame(payload[:2], ws.CLOSE) if self.gone is None else b"")
 
     def _message(self, opcode: int, payload: bytes) -> None:
         if opcode != ws.TEXT or self.transport.is_closing():

@@ -19,17 +19,31 @@ ApiFactory = Callable[[str], Api]
 NodeFactory = Callable[..., Awaitable[AppServer]]
 
 
-def metric(server: AppServer, name: str) -> float:
-    return server.node.metrics.registry.get_sample_value(name) or 0.0
+def metric(server: AppServer, name: str, **labels: str) -> float:
+    return server.node.metrics.registry.get_sample_value(name, labels or None) or 0.0
 
 
-@pytest.mark.parametrize("lean", [True, False], ids=["lean-websocket", "python-socketio"])
+@pytest.mark.parametrize(
+    ("lean", "thread_min"),
+    [(True, 0), (True, 1), (False, 0)],
+    ids=["lean-websocket", "lean-websocket-send-thread", "python-socketio"],
+)
 async def test_a_stalled_reader_is_cut_off_without_delaying_the_room(
-    lean: bool, node_factory: NodeFactory, api_factory: ApiFactory, client_factory: ClientFactory
+    lean: bool,
+    thread_min: int,
+    node_factory: NodeFactory,
+    api_factory: ApiFactory,
+    client_factory: ClientFactory,
 ) -> None:
-    """On both WebSocket paths (transport/wire.py, and python-socketio's)."""
+    """On both WebSocket paths (transport/wire.py, and python-socketio's), and with the
+    room's ticks sent by the send thread (transport/offload.py)."""
     server = await node_factory(
-        transport={"out_buffer_max": 32_768, "ws_sndbuf": 8192, "lean_websocket": lean}
+        transport={
+            "out_buffer_max": 32_768,
+            "ws_sndbuf": 8192,
+            "lean_websocket": lean,
+            "fanout_thread_min": thread_min,
+        }
     )
     room = await live_room(server, api_factory(server.url))
     watcher = await joined(client_factory, room, None)
@@ -63,3 +77,5 @@ async def test_a_stalled_reader_is_cut_off_without_delaying_the_room(
     assert metric(server, "livecommerce_connections") == 2  # the watcher and the host
     stalled.close()
     assert caught_up - started < 30
+    if thread_min:
+        assert metric(server, "livecommerce_frames_total", path="thread") > 0

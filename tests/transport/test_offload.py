@@ -1,0 +1,292 @@
+"""The send thread (transport/offload.py): its C call against real sockets, then real nodes
+whose room fan-outs all take the thread — every frame whole and in order, acks and closes
+written behind it, and connections that come and go meanwhile never get a stray frame."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import random
+import socket
+import struct
+import threading
+from array import array
+from collections.abc import Awaitable, Callable
+
+import pytest
+
+from livecommerce import jsonutil
+from livecommerce.transport import offload
+from livecommerce.transport import websocket as ws
+from tests.conftest import AppServer
+from tests.features.comments.conftest import live_room
+from tests.features.comments.test_service import joined
+from tests.support.client import Api, Client
+from tests.transport.test_wire import Raw
+
+ClientFactory = Callable[..., Awaitable[Client]]
+ApiFactory = Callable[[str], Api]
+NodeFactory = Callable[..., Awaitable[AppServer]]
+
+
+def send_each(fds: list[int], data: bytes) -> list[int]:
+    from livecommerce.transport import _sendfan  # type: ignore[attr-defined]
+
+    results = array("i")
+    results.frombytes(_sendfan.send_each(array("i", fds).tobytes(), data))
+    return list(results)
+
+
+def test_the_extension_is_built() -> None:
+    """scripts/test installs with a compiler: the fast path must not fall back silently."""
+    assert offload.available
+
+
+def test_send_each_sends_to_every_socket_and_closes_the_fds_it_was_given() -> None:
+    pairs = [socket.socketpair() for _ in range(5)]
+    fds = [os.dup(a.fileno()) for a, _ in pairs]
+    data = b"frame " * 20
+    assert send_each(fds, data) == [len(data)] * 5
+    for a, b in pairs:
+        assert b.recv(1000) == data
+        a.send(b"still open")  # the original stays open: only the dup was closed
+        assert b.recv(100) == b"still open"
+        a.close()
+        b.close()
+    for fd in fds:
+        with pytest.raises(OSError) as info:
+            os.fstat(fd)
+        assert info.value.errno == errno.EBADF
+
+
+def test_send_each_reports_a_full_buffer_a_gone_peer_and_a_bad_fd() -> None:
+    full, reader = socket.socketpair()
+    full.setblocking(False)
+    with pytest.raises(BlockingIOError):
+        while True:
+            full.send(b"x" * 4096)
+    gone, peer = socket.socketpair()
+    peer.close()
+    fine, other = socket.socketpair()
+    with socket.socket() as unused:
+        bad = unused.fileno()  # a number that will be closed when it is used
+    results = send_each(
+        [os.dup(full.fileno()), os.dup(gone.fileno()), bad, os.dup(fine.fileno())], b"x" * 100
+    )
+    assert results[0] in (-errno.EAGAIN, -errno.EWOULDBLOCK)
+    assert results[1] == -errno.EPIPE
+    assert results[2] == -errno.EBADF
+    assert results[3] == 100 and other.recv(200) == b"x" * 100
+    for s in (full, reader, gone, fine, other):
+        s.close()
+    from livecommerce.transport import _sendfan  # type: ignore[attr-defined]
+
+    with pytest.raises(ValueError):
+        _sendfan.send_each(b"\x01\x02\x03", b"x")
+
+
+def thread_frames(server: AppServer) -> float:
+    registry = server.node.metrics.registry
+    return registry.get_sample_value("livecommerce_frames_total", {"path": "thread"}) or 0.0
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+async def test_ticks_on_the_send_thread_arrive_whole_in_order_with_acks_between(
+    seed: int, node_factory: NodeFactory, api_factory: ApiFactory, client_factory: ClientFactory
+) -> None:
+    """Viewers' acks are written while their tick frames are in flight: held, then
+    written after them. Every host comment reaches every viewer, in order, in frames
+    whose room seq only grows, and every ack comes back."""
+    rng = random.Random(seed)
+    server = await node_factory(
+        transport={"fanout_thread_min": 1}, likes={"rate_per_s": 1000, "burst": 1000}
+    )
+    room = await live_room(server, api_factory(server.url))
+    host = await joined(client_factory, room, room.host)
+    viewers = [
+        await joined(client_factory, room, (await room.api.guest(f"v{i}"))[0]) for i in range(12)
+    ]
+
+    async def host_talks() -> list[str]:
+        ids = []
+        for burst in range(12):
+            acks = await asyncio.gather(*(
+                host.ok("comment:send", {"room_id": room.room_id, "text": f"h{burst}-{i}"})
+                for i in range(rng.randint(5, 25))
+            ))  # fmt: skip
+            ids += [a["id"] for a in acks]
+            await asyncio.sleep(rng.random() * 0.05)
+        return ids
+
+    async def viewer_likes(viewer: Client) -> int:
+        answered = 0
+        for _ in range(25):
+            ack = await viewer.call("like:send", {"room_id": room.room_id, "count": 1})
+            answered += ack["ok"] is True
+            await asyncio.sleep(rng.random() * 0.02)
+        return answered
+
+    sent, *likes = await asyncio.gather(host_talks(), *(viewer_likes(v) for v in viewers))
+    assert likes == [25] * len(viewers)
+    for viewer in viewers:
+        for _ in range(100):
+            got = [
+                i["id"] for b in viewer.received("comment:batch") for i in b["items"]
+                if i["user"]["role"] == "host"
+            ]  # fmt: skip
+            if len(got) >= len(sent):
+                break
+            await asyncio.sleep(0.05)
+        assert got == sent  # all, once, in send order
+        seqs = [b["seq"] for b in viewer.received("comment:batch")]
+        assert seqs == sorted(seqs) and len(set(seqs)) == len(seqs)
+    assert thread_frames(server) > 0
+
+
+async def test_connections_that_come_and_go_during_fan_outs_never_get_anothers_frame(
+    node_factory: NodeFactory, api_factory: ApiFactory, client_factory: ClientFactory
+) -> None:
+    """Viewers join and reset their connections while the room's ticks are in flight.
+    The thread sends to dups, so a reset socket's number, reused at once by the next
+    connection, never receives a frame meant for the old one: every new connection's
+    first bytes are its own 101 and Engine.IO open, and everyone else still gets all."""
+    server = await node_factory(transport={"fanout_thread_min": 1})
+    room = await live_room(server, api_factory(server.url))
+    host = await joined(client_factory, room, room.host)
+    watcher = await joined(client_factory, room, None)
+    stop = asyncio.Event()
+
+    async def flood() -> list[str]:
+        ids = []
+        while not stop.is_set():
+            acks = await asyncio.gather(*(
+                host.ok("comment:send", {"room_id": room.room_id, "text": f"t{len(ids)}-{i}"})
+                for i in range(10)
+            ))  # fmt: skip
+            ids += [a["id"] for a in acks]
+            await asyncio.sleep(0.01)
+        return ids
+
+    async def churn(n: int) -> None:
+        for _ in range(n):
+            raw = await Raw.open(server.url)
+            await raw.handshake()  # asserts the 101 and the open packet come first
+            raw.send(b"40")
+            assert (await raw.text()).startswith(b"40{")
+            raw.send(b'421["room:join",' + jsonutil.dumpb({"room_id": room.room_id}) + b"]")
+            while not (text := await raw.text()).startswith(b"431["):
+                assert text.startswith(b'42["'), text  # only whole events before the ack
+            for _ in range(random.randint(0, 3)):
+                assert (await raw.text()).startswith(b'42["'), "a broken frame"
+            sock = raw.writer.get_extra_info("socket")
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            raw.writer.transport.abort()  # a reset, not a close handshake
+
+    flooding = asyncio.create_task(flood())
+    await asyncio.gather(*(churn(15) for _ in range(4)))
+    stop.set()
+    sent = await flooding
+    for _ in range(100):
+        got = [i["id"] for b in watcher.received("comment:batch") for i in b["items"]]
+        if len(got) >= len(sent):
+            break
+        await asyncio.sleep(0.05)
+    assert got == sent
+    assert thread_frames(server) > 0
+
+
+async def test_a_close_while_a_frame_is_in_flight_follows_it(
+    node_factory: NodeFactory, api_factory: ApiFactory, client_factory: ClientFactory
+) -> None:
+    """Clients close (WebSocket close frame) while the room's ticks are on the thread:
+    each gets its close answered after whole frames, never in the middle of one."""
+    server = await node_factory(transport={"fanout_thread_min": 1})
+    room = await live_room(server, api_factory(server.url))
+    host = await joined(client_factory, room, room.host)
+    raws = []
+    for _ in range(20):
+        raw = await Raw.open(server.url)
+        await raw.handshake()
+        raw.send(b"40")
+        await raw.text()
+        raw.send(b'421["room:join",' + jsonutil.dumpb({"room_id": room.room_id}) + b"]")
+        while not (await raw.text()).startswith(b"431["):
+            pass
+        raws.append(raw)
+    talking = asyncio.gather(*(
+        host.ok("comment:send", {"room_id": room.room_id, "text": f"bye {i}"}) for i in range(60)
+    ))  # fmt: skip
+    for raw in raws:
+        await asyncio.sleep(random.random() * 0.02)
+        raw.send(struct.pack("!H", 1000), ws.CLOSE)
+    await talking
+    for raw in raws:
+        while True:
+            opcode, payload = await raw.frame()  # whole frames, then the close's answer
+            if opcode == ws.CLOSE:
+                assert payload == struct.pack("!H", 1000)
+                break
+            assert opcode == ws.TEXT and payload.startswith(b'42["'), payload
+        assert await raw.closed()
+    assert thread_frames(server) > 0
+
+
+class Gated:
+    """The real ``_sendfan`` behind a gate: the send thread takes its job and waits, so a
+    frame stays in flight for as long as the test wants (the sends are still real)."""
+
+    def __init__(self, real: object) -> None:
+        self.real = real
+        self.gate = threading.Event()
+        self.taken = threading.Event()
+
+    def send_each(self, fds: bytes, data: bytes) -> bytes:
+        self.taken.set()
+        self.gate.wait(10)
+        return self.real.send_each(fds, data)  # type: ignore[attr-defined, no-any-return]
+
+
+async def test_what_is_written_while_a_frame_is_in_flight_waits_and_follows_it(
+    node_factory: NodeFactory,
+    api_factory: ApiFactory,
+    client_factory: ClientFactory,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    gated = Gated(offload._sendfan)
+    monkeypatch.setattr(offload, "_sendfan", gated)
+    server = await node_factory(transport={"fanout_thread_min": 1})
+    room = await live_room(server, api_factory(server.url))
+    host = await joined(client_factory, room, room.host)
+    acker, closer, pinger = raws = [await Raw.open(server.url) for _ in range(3)]
+    for raw in raws:
+        await raw.handshake()
+        raw.send(b"40")
+        await raw.text()
+        raw.send(b'421["room:join",' + jsonutil.dumpb({"room_id": room.room_id}) + b"]")
+        while not (await raw.text()).startswith(b"431["):
+            pass
+    await host.ok("comment:send", {"room_id": room.room_id, "text": "in flight"})
+    assert await asyncio.to_thread(gated.taken.wait, 5)  # the tick's frame is on the thread
+    acker.send(b'422["like:send",' + jsonutil.dumpb({"room_id": room.room_id, "count": 1}) + b"]")
+    closer.send(struct.pack("!H", 1000), ws.CLOSE)
+    pinger.send(b"hello", ws.PING)
+    for raw in raws:  # all held: nothing overtakes the frame in flight
+        with pytest.raises(TimeoutError):
+            await raw.frame(timeout=0.3)
+    gated.gate.set()
+    for raw, after in ((acker, None), (closer, ws.CLOSE), (pinger, ws.PONG)):
+        opcode, payload = await raw.frame()
+        assert opcode == ws.TEXT and payload.startswith(b'42["comment:batch"'), payload
+        assert b"in flight" in payload
+        if after is None:  # the ack (a refusal: raw clients are not signed in)
+            while not (text := await raw.text()).startswith(b"432["):
+                assert text.startswith(b'42["online:count"'), text  # the closer left
+            [ack] = jsonutil.loads(text[3:])
+            assert ack["error"]["code"] == "unauthorized"
+        else:
+            opcode, payload = await raw.frame()
+            assert opcode == after
+            assert payload == (struct.pack("!H", 1000) if after == ws.CLOSE else b"hello")
+    assert await closer.closed()  # and the close came last
+    assert not await acker.closed(0.2) and not await pinger.closed(0.2)
