@@ -54,6 +54,7 @@ from bench_flashsale import (  # noqa: E402
     free_port,
     host_token,
     machine,
+    setting_env,
     start_redis,
     verdict,
     wait_quiet,
@@ -87,18 +88,6 @@ def server_env(c: Cluster, overrides: dict[str, str]) -> dict[str, str]:
     env = c.env()
     env["LIVECOMMERCE_COMMENTS__VIEWER_RATE"] = str(VIEWER_RATE)
     return env | overrides
-
-
-def setting_env(settings: list[str]) -> dict[str, str]:
-    """``section.key=value`` -> ``LIVECOMMERCE_SECTION__KEY=value`` (livecommerce only)."""
-    env = {}
-    for item in settings:
-        name, sep, value = item.partition("=")
-        section, dot, key = name.partition(".")
-        if not sep or not dot:
-            raise SystemExit(f"--setting {item!r}: expected section.key=value")
-        env[f"LIVECOMMERCE_{section.upper()}__{key.upper()}"] = value
-    return env
 
 
 def server_args(kind: str, c: Cluster, port: int, index: int, redis: bool) -> list[str]:

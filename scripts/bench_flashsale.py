@@ -222,8 +222,22 @@ class Cluster:
             self.redis.stop()
 
 
+def setting_env(settings: list[str]) -> dict[str, str]:
+    """``section.key=value`` (``--setting``) -> ``LIVECOMMERCE_SECTION__KEY=value``."""
+    env = {}
+    for item in settings:
+        name, sep, value = item.partition("=")
+        section, dot, key = name.partition(".")
+        if not sep or not dot:
+            raise SystemExit(f"--setting {item!r}: expected section.key=value")
+        env[f"LIVECOMMERCE_{section.upper()}__{key.upper()}"] = value
+    return env
+
+
 @contextlib.asynccontextmanager
-async def cluster(nodes: int, launcher: str = "", keep: bool = False) -> AsyncIterator[Cluster]:
+async def cluster(
+    nodes: int, launcher: str = "", keep: bool = False, settings: dict[str, str] | None = None
+) -> AsyncIterator[Cluster]:
     tmp = Path(tempfile.mkdtemp(prefix="lc-bench-"))
     c = Cluster(tmp, "bench-" + secrets.token_hex(24), free_port(), tmp / "bench.db")
     try:
@@ -240,7 +254,7 @@ async def cluster(nodes: int, launcher: str = "", keep: bool = False) -> AsyncIt
             args = [sys.executable, *entry, "serve", "--host", "127.0.0.1"]
             args += ["--port", str(port), "--redis", c.redis_url, "--database", c.db_url]
             args += ["--node-id", f"bench-n{i + 1}"]
-            c.nodes.append(Proc(f"node{i + 1}", args, tmp, c.env()))
+            c.nodes.append(Proc(f"node{i + 1}", args, tmp, c.env() | (settings or {})))
             c.urls.append(f"http://127.0.0.1:{port}")
         for node, url in zip(c.nodes, c.urls, strict=True):
             await wait_ready(node, url)
@@ -529,7 +543,7 @@ async def one_run(args: argparse.Namespace, nodes: int, ceiling: bool) -> Run:
     print(f"\n== {nodes} node(s): {args.buyers} buyers, {args.units} units", flush=True)
     busy = await wait_quiet(args.quiet_wait)
     print(f"   other work on the machine before the run: {busy:.0f} % of a core")
-    async with cluster(nodes, args.node_launcher, args.keep) as c:
+    async with cluster(nodes, args.node_launcher, args.keep, setting_env(args.setting)) as c:
         sale = await create_sale(c, args.units)
         print(f"   sale {sale.sale_id} in room {sale.room_id} on {', '.join(c.urls)}")
         tokens: list[str | None] = list(mint_tokens(c.secret, args.buyers, prefix="buyer"))
@@ -954,6 +968,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--node-launcher",
         default="",
         help="experiments: run nodes as `python FILE serve ...` instead of -m livecommerce",
+    )
+    p.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a node setting for this run, e.g. transport.fanout_thread_min=0",
     )
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, database)")
     p.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")

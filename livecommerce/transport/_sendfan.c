@@ -13,6 +13,9 @@
  *   results: int32 per fd, the bytes sent (a short count: the socket buffer filled)
  *            or -errno (-EAGAIN: nothing sent; -EPIPE, -ECONNRESET: the peer is gone).
  *
+ * send_own(fds, datas) -> results
+ *   The same, but fds[i] gets datas[i] (a list of bytes, one per fd): a burst's acks.
+ *
  * The sends are non-blocking (MSG_DONTWAIT) and never raise SIGPIPE (MSG_NOSIGNAL).
  */
 #define PY_SSIZE_T_CLEAN
@@ -81,10 +84,65 @@ done:
     return out;
 }
 
+static PyObject *send_own(PyObject *self, PyObject *args) {
+    Py_buffer fds;
+    PyObject *datas;
+    if (!PyArg_ParseTuple(args, "y*O!:send_own", &fds, &PyList_Type, &datas)) {
+        return NULL;
+    }
+    PyObject *out = NULL;
+    const char **bufs = NULL;
+    Py_ssize_t *lens = NULL;
+    Py_ssize_t n = fds.len / (Py_ssize_t)sizeof(int);
+    if (fds.len % (Py_ssize_t)sizeof(int) != 0 || PyList_GET_SIZE(datas) != n) {
+        PyErr_SetString(PyExc_ValueError, "fds must be whole int32s, one per data");
+        goto done;
+    }
+    bufs = PyMem_New(const char *, n ? n : 1);
+    lens = PyMem_New(Py_ssize_t, n ? n : 1);
+    if (bufs == NULL || lens == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    /* The list is the caller's own and no other thread touches it: its bytes stay alive
+     * (and immutable) while the GIL is released. */
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyList_GET_ITEM(datas, i);
+        if (!PyBytes_Check(item)) {
+            PyErr_SetString(PyExc_TypeError, "datas must be bytes");
+            goto done;
+        }
+        bufs[i] = PyBytes_AS_STRING(item);
+        lens[i] = PyBytes_GET_SIZE(item);
+    }
+    out = PyBytes_FromStringAndSize(NULL, n * (Py_ssize_t)sizeof(int));
+    if (out == NULL) {
+        goto done;
+    }
+    int *results = (int *)PyBytes_AS_STRING(out);
+    const int *fd = (const int *)fds.buf;
+    Py_INCREF(datas);
+    Py_BEGIN_ALLOW_THREADS
+    for (Py_ssize_t i = 0; i < n; i++) {
+        ssize_t sent = send(fd[i], bufs[i], (size_t)lens[i], MSG_DONTWAIT | MSG_NOSIGNAL);
+        results[i] = sent < 0 ? -errno : (int)sent;
+        close(fd[i]);
+    }
+    Py_END_ALLOW_THREADS
+    Py_DECREF(datas);
+done:
+    PyMem_Free(bufs);
+    PyMem_Free(lens);
+    PyBuffer_Release(&fds);
+    return out;
+}
+
 static PyMethodDef methods[] = {
     {"dup_each", dup_each, METH_VARARGS, "dup_each(fds) -> int32 dups (or -errno) of each fd."},
     {"send_each", send_each, METH_VARARGS,
      "send_each(fds, data) -> int32 results: data sent to each fd, which is then closed."},
+    {"send_own", send_own, METH_VARARGS,
+     "send_own(fds, datas) -> int32 results: datas[i] sent to fds[i], which is then closed."},
     {NULL, NULL, 0, NULL},
 };
 

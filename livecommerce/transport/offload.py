@@ -61,7 +61,7 @@ AHEAD = 4
 FOLLOW_MIN = 32
 _AGAIN = (-errno.EAGAIN, -errno.EWOULDBLOCK)
 
-Job = tuple[bytes, bytes, Callable[[bytes], None]]
+Job = tuple[bytes, "bytes | list[bytes]", Callable[[bytes], None]]
 
 
 class SendThread:
@@ -76,9 +76,10 @@ class SendThread:
         self._thread: threading.Thread | None = None
         self.busy = 0  # jobs submitted and not yet reported back
 
-    def submit(self, fds: bytes, data: bytes, done: Callable[[bytes], None]) -> None:
-        """Send ``data`` to each of ``fds`` (which the thread closes); then, on the loop,
-        ``done(results)``: int32 bytes sent or ``-errno`` per fd."""
+    def submit(self, fds: bytes, data: bytes | list[bytes], done: Callable[[bytes], None]) -> None:
+        """Send ``data`` to each of ``fds`` (or ``data[i]`` to ``fds[i]``; the thread
+        closes the fds); then, on the loop, ``done(results)``: int32 bytes sent or
+        ``-errno`` per fd."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="fan-out", daemon=True)
             self._thread.start()
@@ -96,7 +97,10 @@ class SendThread:
         assert _sendfan is not None
         while (job := self._jobs.get()) is not None:
             fds, data, done = job
-            results = _sendfan.send_each(fds, data)
+            if type(data) is bytes:
+                results = _sendfan.send_each(fds, data)
+            else:
+                results = _sendfan.send_own(fds, data)
             try:
                 self._loop.call_soon_threadsafe(self._report, done, results)
             except RuntimeError:  # the loop is closed: nobody is left to tell
@@ -187,3 +191,64 @@ class Flight:
                 for wire in wires:
                     wire.landed(b"")
         self._next()
+
+
+class Scatter:
+    """Each of many lean WebSockets its own bytes — what it holds — through a
+    :class:`SendThread`: the acks a burst answers in one loop iteration
+    (``WireServer.answer``). The wires hold their writes until their bytes have landed."""
+
+    __slots__ = ("sender", "wires")
+
+    def __init__(self, sender: SendThread, wires: list[WireConn]) -> None:
+        self.sender = sender
+        self.wires = wires
+
+    def launch(self) -> int:
+        """Hand them to the thread; returns how many took off."""
+        flown = 0
+        for start in range(0, len(self.wires), CHUNK):
+            going: list[WireConn] = []
+            datas: list[bytes] = []
+            for wire in self.wires[start : start + CHUNK]:
+                held = wire.held
+                if wire.ending or not held or wire.transport.is_closing():
+                    wire.landed(b"")  # writes what it holds (and closes) right here
+                    continue
+                going.append(wire)
+                datas.append(held[0] if len(held) == 1 else b"".join(held))
+                wire.held = []
+            if not going:
+                continue
+            fds = array("i")
+            fds.frombytes(_dup_each(array("i", [wire.fd for wire in going]).tobytes()))
+            if min(fds) < 0:  # out of file descriptors: those are written inline
+                kept = [i for i, fd in enumerate(fds) if fd >= 0]
+                for i, fd in enumerate(fds):
+                    if fd < 0:
+                        going[i].landed(datas[i])
+                going = [going[i] for i in kept]
+                datas = [datas[i] for i in kept]
+                fds = array("i", [fds[i] for i in kept])
+                if not going:
+                    continue
+            flown += len(going)
+            self.sender.submit(fds.tobytes(), datas, functools.partial(_landed_own, going, datas))
+        return flown
+
+
+def _landed_own(going: list[WireConn], datas: list[bytes], results: bytes) -> None:
+    sent = array("i")
+    sent.frombytes(results)
+    for wire, data, n in zip(going, datas, sent, strict=True):
+        if n == len(data):
+            if wire.held:
+                wire.landed(b"")
+            else:
+                wire.held = None
+        elif n >= 0:
+            wire.landed(data[n:])
+        elif n in _AGAIN:
+            wire.landed(data)
+        else:  # the peer is gone
+            wire.landed(b"")

@@ -213,10 +213,17 @@ class Outbox:
                 flying.append(wire)
         if len(flying) < self.offload_min:
             return conns, 0
+        offload.Flight(self.sender(), flying, shared.ws).launch()
+        return rest, len(flying)
+
+    def sender(self) -> offload.SendThread:
+        """The node's send thread (started on first use)."""
         if self._sender is None:
             self._sender = offload.SendThread(asyncio.get_running_loop())
-        offload.Flight(self._sender, flying, shared.ws).launch()
-        return rest, len(flying)
+        return self._sender
+
+    def count_thread(self, frames: int) -> None:
+        self._thread.inc(frames)
 
     def close(self) -> None:
         """Stop the send thread (after the fan-outs it has taken)."""

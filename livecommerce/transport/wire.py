@@ -31,6 +31,7 @@ import structlog
 from aiohttp import web
 
 from livecommerce import errors, jsonutil
+from livecommerce.transport import offload
 from livecommerce.transport import websocket as ws
 from livecommerce.transport.dispatch import RESERVED_EVENTS
 
@@ -81,6 +82,8 @@ class WireServer:
         self.head_timeout_s = HEAD_TIMEOUT_S
         self.conns: set[WireConn] = set()
         self.tasks: set[asyncio.Task[Any]] = set()  # connects and disconnects
+        #: Acks of a burst, sent together by the send thread (``answer``).
+        self._acks: list[WireConn] = []
         self.open_packet_fields = {
             "upgrades": [],
             "pingInterval": int(self.ping_interval * 1000),
@@ -97,6 +100,31 @@ class WireServer:
             and q.get("transport") == "websocket"
             and "sid" not in q
         )
+
+    def answer(self, conn: WireConn, data: bytes) -> None:
+        """Write an ack. While the node answers a burst (the gateway is busy, e.g. a
+        flash sale's stampede) the acks of one loop iteration are collected and sent by
+        the send thread in one call (transport/offload.py ``Scatter``): the loop is spared
+        a syscall per buyer. The connection holds what else it is written meanwhile."""
+        outbox = self.gateway.outbox
+        if not outbox.offload_min or conn.held is not None or not self.gateway.busy():
+            conn.write(data)
+            return
+        if conn.ending or conn.transport.is_closing():
+            return
+        conn.held = [data]
+        self._acks.append(conn)
+        if len(self._acks) == 1:
+            asyncio.get_running_loop().call_soon(self._send_acks)
+
+    def _send_acks(self) -> None:
+        acks, self._acks = self._acks, []
+        if len(acks) < offload.FOLLOW_MIN:
+            for conn in acks:
+                conn.landed(b"")
+            return
+        outbox = self.gateway.outbox
+        outbox.count_thread(offload.Scatter(outbox.sender(), acks).launch())
 
     def spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -386,7 +414,7 @@ class WireConn(asyncio.Protocol):
     async def _run(self, conn: Connection, name: str, args: list[Any], ack_id: int | None) -> None:
         ack = await self.wire.gateway.event(conn.sid, name, args)
         if ack_id is not None:
-            self.write(ack_frame(ack_id, ack))
+            self.wire.answer(self, ack_frame(ack_id, ack))
 
     def _connect(self, namespace: str, body: bytes) -> None:
         if namespace != "/":

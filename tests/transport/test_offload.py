@@ -17,6 +17,7 @@ from collections.abc import Awaitable, Callable
 import pytest
 
 from livecommerce import jsonutil
+from livecommerce.app import GATEWAY
 from livecommerce.transport import offload
 from livecommerce.transport import websocket as ws
 from tests.conftest import AppServer
@@ -84,6 +85,25 @@ def test_send_each_reports_a_full_buffer_a_gone_peer_and_a_bad_fd() -> None:
 
     with pytest.raises(ValueError):
         _sendfan.send_each(b"\x01\x02\x03", b"x")
+
+
+def test_send_own_sends_each_fd_its_own_bytes() -> None:
+    from livecommerce.transport import _sendfan  # type: ignore[attr-defined]
+
+    pairs = [socket.socketpair() for _ in range(4)]
+    datas = [f"ack {i} ".encode() * (i + 1) for i in range(4)]
+    fds = array("i", [os.dup(a.fileno()) for a, _ in pairs])
+    results = array("i")
+    results.frombytes(_sendfan.send_own(fds.tobytes(), datas))
+    assert list(results) == [len(d) for d in datas]
+    for (a, b), data in zip(pairs, datas, strict=True):
+        assert b.recv(1000) == data
+        a.close()
+        b.close()
+    with pytest.raises(ValueError):  # one data per fd
+        _sendfan.send_own(array("i", [1, 2]).tobytes(), [b"x"])
+    with pytest.raises(TypeError):
+        _sendfan.send_own(array("i", [-1]).tobytes(), ["not bytes"])
 
 
 def thread_frames(server: AppServer) -> float:
@@ -246,6 +266,11 @@ class Gated:
         self.gate.wait(10)
         return self.real.send_each(fds, data)  # type: ignore[attr-defined, no-any-return]
 
+    def send_own(self, fds: bytes, datas: list[bytes]) -> bytes:
+        self.taken.set()
+        self.gate.wait(10)
+        return self.real.send_own(fds, datas)  # type: ignore[attr-defined, no-any-return]
+
 
 async def test_what_is_written_while_a_frame_is_in_flight_waits_and_follows_it(
     node_factory: NodeFactory,
@@ -290,3 +315,57 @@ async def test_what_is_written_while_a_frame_is_in_flight_waits_and_follows_it(
             assert payload == (struct.pack("!H", 1000) if after == ws.CLOSE else b"hello")
     assert await closer.closed()  # and the close came last
     assert not await acker.closed(0.2) and not await pinger.closed(0.2)
+
+
+async def connected_raw(server: AppServer, n: int) -> list[Raw]:
+    raws = [await Raw.open(server.url) for _ in range(n)]
+    for raw in raws:
+        await raw.handshake()
+        raw.send(b"40")
+        assert (await raw.text()).startswith(b"40{")
+    return raws
+
+
+async def test_in_a_burst_each_connection_gets_its_own_acks_from_the_send_thread(
+    node_factory: NodeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """While the node answers a burst (>= 256 events in flight: forced here) the acks of
+    one loop iteration leave together through the send thread, each to its connection."""
+    server = await node_factory(transport={"fanout_thread_min": 1})
+    gateway = server.server.app[GATEWAY]
+    monkeypatch.setattr(gateway, "busy", lambda: True)
+    monkeypatch.setattr(offload, "FOLLOW_MIN", 2)
+    raws = await connected_raw(server, 60)
+    before = thread_frames(server)
+    for n, raw in enumerate(raws):
+        for k in range(4):
+            raw.send(f'42{n * 10 + k}["no:such:event",{{}}]'.encode())
+    for n, raw in enumerate(raws):
+        ids = []
+        for _ in range(4):
+            text = await raw.text()
+            head, _, body = text.partition(b"[")
+            assert head.startswith(b"43"), text
+            ids.append(int(head[2:]))
+            assert jsonutil.loads(b"[" + body)[0]["error"]["code"] == "invalid"
+        assert sorted(ids) == [n * 10 + k for k in range(4)]  # its own, each once
+    assert thread_frames(server) - before >= 2
+
+
+async def test_a_bursts_ack_in_flight_comes_before_what_follows_it(
+    node_factory: NodeFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    gated = Gated(offload._sendfan)
+    monkeypatch.setattr(offload, "_sendfan", gated)
+    monkeypatch.setattr(offload, "FOLLOW_MIN", 1)
+    server = await node_factory(transport={"fanout_thread_min": 1})
+    monkeypatch.setattr(server.server.app[GATEWAY], "busy", lambda: True)
+    [raw] = await connected_raw(server, 1)
+    raw.send(b'427["no:such:event",{}]')
+    assert await asyncio.to_thread(gated.taken.wait, 5)  # the ack is on the thread
+    raw.send(b"after", ws.PING)
+    with pytest.raises(TimeoutError):  # the pong is held behind it
+        await raw.frame(timeout=0.3)
+    gated.gate.set()
+    assert (await raw.text()).startswith(b"437[")
+    assert await raw.frame() == (ws.PONG, b"after")
