@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import functools
+import os
 import queue
 import threading
 from array import array
@@ -74,20 +75,27 @@ class SendThread:
         self._loop = loop
         self._jobs: queue.SimpleQueue[Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self.busy = 0  # jobs submitted and not yet reported back
+        self._closed = False
 
     def submit(self, fds: bytes, data: bytes | list[bytes], done: Callable[[bytes], None]) -> None:
         """Send ``data`` to each of ``fds`` (or ``data[i]`` to ``fds[i]``; the thread
         closes the fds); then, on the loop, ``done(results)``: int32 bytes sent or
         ``-errno`` per fd."""
+        if self._closed:  # stopping: the loop writes these itself ("nothing sent")
+            for fd in array("i", fds):
+                os.close(fd)
+            count = len(fds) // 4
+            self._loop.call_soon(self._report, done, array("i", [-errno.EAGAIN] * count).tobytes())
+            return
         if self._thread is None:
             self._thread = threading.Thread(target=self._run, name="fan-out", daemon=True)
             self._thread.start()
-        self.busy += 1
         self._jobs.put((fds, data, done))
 
     def close(self, timeout: float = 5.0) -> None:
-        """Finish the jobs taken so far and stop the thread."""
+        """Finish the jobs taken so far and stop the thread; later jobs (the rest of a
+        fan-out under way) are handed back to be written inline."""
+        self._closed = True
         if self._thread is not None:
             self._jobs.put(None)
             self._thread.join(timeout)
@@ -107,7 +115,6 @@ class SendThread:
                 return
 
     def _report(self, done: Callable[[bytes], None], results: bytes) -> None:
-        self.busy -= 1
         try:
             done(results)
         except Exception:

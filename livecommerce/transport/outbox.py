@@ -226,7 +226,9 @@ class Outbox:
         self._thread.inc(frames)
 
     def close(self) -> None:
-        """Stop the send thread (after the fan-outs it has taken)."""
+        """Stop the send thread (after the fan-outs it has taken); from now on every
+        write is inline."""
+        self.offload_min = 0
         if self._sender is not None:
             self._sender.close()
             self._sender = None

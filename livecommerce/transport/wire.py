@@ -119,7 +119,7 @@ class WireServer:
 
     def _send_acks(self) -> None:
         acks, self._acks = self._acks, []
-        if len(acks) < offload.FOLLOW_MIN:
+        if len(acks) < offload.FOLLOW_MIN or not self.gateway.outbox.offload_min:
             for conn in acks:
                 conn.landed(b"")
             return

@@ -106,6 +106,25 @@ def test_send_own_sends_each_fd_its_own_bytes() -> None:
         _sendfan.send_own(array("i", [-1]).tobytes(), ["not bytes"])
 
 
+async def test_a_stopped_send_thread_hands_jobs_back_unsent_and_closes_their_fds() -> None:
+    """The rest of a fan-out under way when the node stops is written inline instead."""
+    loop = asyncio.get_running_loop()
+    sender = offload.SendThread(loop)
+    a, b = socket.socketpair()
+    got: asyncio.Future[bytes] = loop.create_future()
+    sender.submit(array("i", [os.dup(a.fileno())]).tobytes(), b"sent", got.set_result)
+    assert list(array("i", await got)) == [4] and b.recv(10) == b"sent"
+    sender.close()
+    later: asyncio.Future[bytes] = loop.create_future()
+    dup = os.dup(a.fileno())
+    sender.submit(array("i", [dup]).tobytes(), b"late", later.set_result)
+    assert list(array("i", await later)) == [-errno.EAGAIN]  # nothing sent: write it inline
+    with pytest.raises(OSError):
+        os.fstat(dup)
+    a.close()
+    b.close()
+
+
 def thread_frames(server: AppServer) -> float:
     registry = server.node.metrics.registry
     return registry.get_sample_value("livecommerce_frames_total", {"path": "thread"}) or 0.0
