@@ -130,6 +130,24 @@ def thread_frames(server: AppServer) -> float:
     return registry.get_sample_value("livecommerce_frames_total", {"path": "thread"}) or 0.0
 
 
+async def connected_raw(server: AppServer, n: int) -> list[Raw]:
+    """``n`` bare WebSocket clients, Socket.IO-connected (not signed in)."""
+    raws = [await Raw.open(server.url) for _ in range(n)]
+    for raw in raws:
+        await raw.handshake()  # asserts the 101 and the open packet come first
+        raw.send(b"40")
+        assert (await raw.text()).startswith(b"40{")
+    return raws
+
+
+async def in_room(raws: list[Raw], room_id: str) -> None:
+    """Each joins the room; only whole events may come before its ack."""
+    for raw in raws:
+        raw.send(b'421["room:join",' + jsonutil.dumpb({"room_id": room_id}) + b"]")
+        while not (text := await raw.text()).startswith(b"431["):
+            assert text.startswith(b'42["'), text
+
+
 @pytest.mark.parametrize("seed", [1, 2])
 async def test_ticks_on_the_send_thread_arrive_whole_in_order_with_acks_between(
     seed: int, node_factory: NodeFactory, api_factory: ApiFactory, client_factory: ClientFactory
@@ -209,13 +227,8 @@ async def test_connections_that_come_and_go_during_fan_outs_never_get_anothers_f
 
     async def churn(n: int) -> None:
         for _ in range(n):
-            raw = await Raw.open(server.url)
-            await raw.handshake()  # asserts the 101 and the open packet come first
-            raw.send(b"40")
-            assert (await raw.text()).startswith(b"40{")
-            raw.send(b'421["room:join",' + jsonutil.dumpb({"room_id": room.room_id}) + b"]")
-            while not (text := await raw.text()).startswith(b"431["):
-                assert text.startswith(b'42["'), text  # only whole events before the ack
+            [raw] = await connected_raw(server, 1)
+            await in_room([raw], room.room_id)
             for _ in range(random.randint(0, 3)):
                 assert (await raw.text()).startswith(b'42["'), "a broken frame"
             sock = raw.writer.get_extra_info("socket")
@@ -243,16 +256,8 @@ async def test_a_close_while_a_frame_is_in_flight_follows_it(
     server = await node_factory(transport={"fanout_thread_min": 1})
     room = await live_room(server, api_factory(server.url))
     host = await joined(client_factory, room, room.host)
-    raws = []
-    for _ in range(20):
-        raw = await Raw.open(server.url)
-        await raw.handshake()
-        raw.send(b"40")
-        await raw.text()
-        raw.send(b'421["room:join",' + jsonutil.dumpb({"room_id": room.room_id}) + b"]")
-        while not (await raw.text()).startswith(b"431["):
-            pass
-        raws.append(raw)
+    raws = await connected_raw(server, 20)
+    await in_room(raws, room.room_id)
     talking = asyncio.gather(*(
         host.ok("comment:send", {"room_id": room.room_id, "text": f"bye {i}"}) for i in range(60)
     ))  # fmt: skip
@@ -302,14 +307,8 @@ async def test_what_is_written_while_a_frame_is_in_flight_waits_and_follows_it(
     server = await node_factory(transport={"fanout_thread_min": 1})
     room = await live_room(server, api_factory(server.url))
     host = await joined(client_factory, room, room.host)
-    acker, closer, pinger = raws = [await Raw.open(server.url) for _ in range(3)]
-    for raw in raws:
-        await raw.handshake()
-        raw.send(b"40")
-        await raw.text()
-        raw.send(b'421["room:join",' + jsonutil.dumpb({"room_id": room.room_id}) + b"]")
-        while not (await raw.text()).startswith(b"431["):
-            pass
+    acker, closer, pinger = raws = await connected_raw(server, 3)
+    await in_room(raws, room.room_id)
     await host.ok("comment:send", {"room_id": room.room_id, "text": "in flight"})
     assert await asyncio.to_thread(gated.taken.wait, 5)  # the tick's frame is on the thread
     acker.send(b'422["like:send",' + jsonutil.dumpb({"room_id": room.room_id, "count": 1}) + b"]")
@@ -334,15 +333,6 @@ async def test_what_is_written_while_a_frame_is_in_flight_waits_and_follows_it(
             assert payload == (struct.pack("!H", 1000) if after == ws.CLOSE else b"hello")
     assert await closer.closed()  # and the close came last
     assert not await acker.closed(0.2) and not await pinger.closed(0.2)
-
-
-async def connected_raw(server: AppServer, n: int) -> list[Raw]:
-    raws = [await Raw.open(server.url) for _ in range(n)]
-    for raw in raws:
-        await raw.handshake()
-        raw.send(b"40")
-        assert (await raw.text()).startswith(b"40{")
-    return raws
 
 
 async def test_in_a_burst_each_connection_gets_its_own_acks_from_the_send_thread(
