@@ -106,11 +106,16 @@ class WireServer:
         flash sale's stampede) the acks of one loop iteration are collected and sent by
         the send thread in one call (transport/offload.py ``Scatter``): the loop is spared
         a syscall per buyer. The connection holds what else it is written meanwhile."""
-        outbox = self.gateway.outbox
-        if not outbox.offload_min or conn.held is not None or not self.gateway.busy():
+        transport = conn.transport
+        if (
+            not self.gateway.outbox.offload_min
+            or conn.held is not None
+            or transport.get_write_buffer_size()  # older bytes wait there: they go first
+            or not self.gateway.busy()
+        ):
             conn.write(data)
             return
-        if conn.ending or conn.transport.is_closing():
+        if conn.ending or transport.is_closing():
             return
         conn.held = [data]
         self._acks.append(conn)

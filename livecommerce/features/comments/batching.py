@@ -94,13 +94,14 @@ class Batcher:
 
     def _spend_budget(self, room_id: str) -> int:
         # "At most viewer_rate per second" with ticks that may run late: the budget grows
-        # with the time since the last tick, capped at two ticks' worth (carry included):
-        # a tick the busy loop ran late still shows its viewers what the time accrued,
+        # with the time since the last tick, capped at two ticks' worth (carry included;
+        # at least one comment, or a rate under one per tick would never show any): a
+        # tick the busy loop ran late still shows its viewers what the time accrued,
         # while a quiet spell does not turn into a burst.
         now = time.monotonic()
         carry, last = self._budget.get(room_id, (0.0, now - self.tick_s))
         per_tick = self.viewer_rate * self.tick_s
-        budget = min(carry + self.viewer_rate * (now - last), 2 * per_tick)
+        budget = min(carry + self.viewer_rate * (now - last), max(2 * per_tick, 1.0))
         whole = int(budget)
         self._budget[room_id] = (budget - whole, now)
         return whole

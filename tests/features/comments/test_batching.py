@@ -189,3 +189,15 @@ async def test_broadcasts_between_comments_keep_seq_order_for_viewers(
     assert len(viewer.received("product:pinned")) == 20
     texts = [c["text"] for d in viewer.received("comment:batch") for c in d["items"]]
     assert texts == [t for i in range(20) for t in (f"before {i}", f"after {i}")]
+
+
+def test_budget_a_rate_under_one_per_tick_still_shows_comments_at_that_rate() -> None:
+    batcher = Batcher(viewer_rate=2, tick_s=0.1, rng=random.Random(1))
+    shown = 0
+    for tick in range(50):  # five simulated seconds of a flood
+        batcher.add("r", tick, [_item(tick * 10 + i, f"u{i}") for i in range(10)])
+        taken = batcher.take("r")
+        assert taken is not None and len(taken.items) <= 1
+        shown += len(taken.items)
+        batcher._budget["r"] = (batcher._budget["r"][0], batcher._budget["r"][1] - 0.1)
+    assert 9 <= shown <= 11  # 2 per simulated second
