@@ -21,15 +21,6 @@ if [ ! -x "$VENV/bin/python" ]; then
   echo "» creating $VENV" >&2
   "$(find_python)" -m venv "$VENV"
 fi
-_hash="$(cat "$ROOT/pyproject.toml" "$ROOT"/livecommerce/transport/*.c | sha256sum | cut -c1-16)"
-_stamp="$VENV/.installed-${_hash}-${EXTRAS:-base}"
-if [ ! -f "$_stamp" ]; then
-  echo "» installing livecommerce${EXTRAS:+[$EXTRAS]} into .venv" >&2
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
-  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT${EXTRAS:+[$EXTRAS]}" >&2
-  touch "$_stamp"
-fi
-export PATH="$VENV/bin:$PATH"
 
 # Debian packages the project needs: install when missing (root, or passwordless sudo).
 ensure_apt() {
@@ -44,6 +35,19 @@ ensure_apt() {
   $sudo apt-get update -qq >&2
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${missing[@]}" >&2
 }
+
+# The package, with its C extension (transport/_sendfan.c: the send thread) when a C
+# compiler is there or can be installed; without one every write stays inline.
+_hash="$(cat "$ROOT/pyproject.toml" "$ROOT"/livecommerce/transport/*.c | sha256sum | cut -c1-16)"
+_stamp="$VENV/.installed-${_hash}-${EXTRAS:-base}"
+if [ ! -f "$_stamp" ]; then
+  ensure_apt cc:gcc || echo "» no C compiler: the send thread is off, every write is inline" >&2
+  echo "» installing livecommerce${EXTRAS:+[$EXTRAS]} into .venv" >&2
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check --upgrade pip >&2
+  "$VENV/bin/python" -m pip install -q --disable-pip-version-check -e "$ROOT${EXTRAS:+[$EXTRAS]}" >&2
+  touch "$_stamp"
+fi
+export PATH="$VENV/bin:$PATH"
 
 # PostgreSQL server binaries (Debian keeps them off PATH, in /usr/lib/postgresql/<v>/bin):
 # the suite runs its persistence tests on a throwaway server it starts itself.
