@@ -62,12 +62,17 @@ def sql_orders(db_url: str, sale_id: str) -> list[tuple[str, str, int, str]]:
 
 
 async def eventually_sql(
-    db_url: str, sale_id: str, want: set[str], timeout: float = 20
+    db_url: str, sale_id: str, want: set[str], timeout: float = 20, paid: set[str] | None = None
 ) -> list[Any]:
+    """The sale's SQL rows once every ``want`` order is there (and every ``paid`` one has
+    its paid status: the row and its later status change reach SQL through the order log
+    separately), or at the deadline: the caller's assertions then say what is missing."""
     deadline = time.monotonic() + timeout
     while True:
         rows = sql_orders(db_url, sale_id)
-        if want <= {r[0] for r in rows} or time.monotonic() > deadline:
+        status = {r[0]: r[3] for r in rows}
+        settled = all(status.get(oid) == "paid" for oid in paid or ())
+        if (want <= status.keys() and settled) or time.monotonic() > deadline:
             return rows
         await asyncio.sleep(0.2)
 
