@@ -51,6 +51,7 @@ from bench_flashsale import (  # noqa: E402
     CpuWindow,
     Proc,
     _post,
+    add_setting_option,
     free_port,
     host_token,
     machine,
@@ -765,13 +766,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument("--concurrency", type=int, default=32, help="connects in flight per worker")
     p.add_argument("--lowat", type=int, default=4096, help="SO_RCVLOWAT of plain viewers")
     p.add_argument("--quiet-wait", type=float, default=5.0, help="max s to wait for an idle box")
-    p.add_argument(
-        "--setting",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="a livecommerce setting for this run, e.g. transport.fanout_thread_min=0",
-    )
+    add_setting_option(p)
     p.add_argument("--keep", action="store_true", help="keep temp dirs (server logs)")
     p.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
     p.add_argument("--timeout", type=float, default=480.0, help="give up after this many s")

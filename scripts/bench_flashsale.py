@@ -222,6 +222,17 @@ class Cluster:
             self.redis.stop()
 
 
+def add_setting_option(p: argparse.ArgumentParser) -> None:
+    """``--setting section.key=value`` (repeatable): livecommerce settings for a run."""
+    p.add_argument(
+        "--setting",
+        action="append",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="a livecommerce setting for this run, e.g. transport.fanout_thread_min=0",
+    )
+
+
 def setting_env(settings: list[str]) -> dict[str, str]:
     """``section.key=value`` (``--setting``) -> ``LIVECOMMERCE_SECTION__KEY=value``."""
     env = {}
@@ -969,13 +980,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default="",
         help="experiments: run nodes as `python FILE serve ...` instead of -m livecommerce",
     )
-    p.add_argument(
-        "--setting",
-        action="append",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="a node setting for this run, e.g. transport.fanout_thread_min=0",
-    )
+    add_setting_option(p)
     p.add_argument("--keep", action="store_true", help="keep the temp dir (logs, database)")
     p.add_argument("--no-docs", action="store_true", help="do not update docs/benchmarks.md")
     p.add_argument("--strict", action="store_true", help="exit 2 when a target is missed")

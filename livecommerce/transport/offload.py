@@ -65,15 +65,11 @@ CHUNK = 2048
 #: that reports late should not leave the thread idle; a node near the limit should not
 #: run out of descriptors, which would also make it drop connections being accepted).
 DUP_BUDGET = max(CHUNK, resource.getrlimit(resource.RLIMIT_NOFILE)[0] // 3)
-#: Connections that were written the same bytes while in flight, from which those bytes
-#: follow on the thread rather than inline.
+#: Fewer connections than this to send to are written inline: the same bytes written to
+#: connections while in flight (Flight), or a loop iteration's acks (WireServer.answer).
 FOLLOW_MIN = 32
 
 Job = tuple[bytes, "bytes | list[bytes]", Callable[[bytes], None]]
-
-
-def _nothing_sent(count: int) -> bytes:
-    return array("i", [-1] * count).tobytes()
 
 
 class SendThread:
@@ -132,7 +128,7 @@ class SendThread:
     def _unsent(fds: bytes) -> bytes:
         for fd in array("i", fds):
             os.close(fd)
-        return _nothing_sent(len(fds) // 4)
+        return array("i", [-1] * (len(fds) // 4)).tobytes()  # nothing sent
 
     def _run(self) -> None:
         assert _sendfan is not None
@@ -176,6 +172,10 @@ def _release(wire: WireConn, data: bytes, sent: int) -> None:
         log.exception("fan_out_release_failed")
         wire.held = None
         wire.transport.abort()
+
+
+def _joined(held: list[bytes]) -> bytes:
+    return held[0] if len(held) == 1 else b"".join(held)
 
 
 def _dup_all(
@@ -249,14 +249,15 @@ class Flight:
         follow: dict[bytes, list[WireConn]] = {}
         for wire, n in zip(going, sent, strict=True):
             held = wire.held
-            if n == size and held and not wire.ending:
+            if n != size or wire.ending:
+                _release(wire, data, n)
+            elif not held:
+                wire.held = None  # the common case (per viewer): sent, nothing meanwhile
+            else:
                 # What was written to it meanwhile: a broadcast, or the next tick's frame
                 # if this flight ran past it, is the same for many: it takes the thread
                 # too (a personal ack stays in a small group, inline).
-                key = held[0] if len(held) == 1 else b"".join(held)
-                follow.setdefault(key, []).append(wire)
-            else:
-                _release(wire, data, n)
+                follow.setdefault(_joined(held), []).append(wire)
         for more, wires in follow.items():
             if len(wires) >= FOLLOW_MIN:
                 Flight(self.sender, wires, more).launch()
@@ -297,7 +298,7 @@ class Scatter:
                     wire.landed(b"")  # writes what it holds (and closes) right here
                     continue
                 going.append(wire)
-                datas.append(held[0] if len(held) == 1 else b"".join(held))
+                datas.append(_joined(held))
                 wire.held = []
             if going:
                 going, datas, fds = _dup_all(going, datas)
