@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -49,10 +50,17 @@ class _Pending:
 
 
 class Batcher:
-    def __init__(self, viewer_rate: int, tick_s: float, rng: random.Random | None = None):
+    def __init__(
+        self,
+        viewer_rate: int,
+        tick_s: float,
+        rng: random.Random | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ):
         self.viewer_rate = viewer_rate
         self.tick_s = tick_s
         self._rng = rng or random.Random()
+        self._clock = clock
         self._pending: dict[str, _Pending] = {}
         #: room -> (budget carried over, time of its last tick)
         self._budget: dict[str, tuple[float, float]] = {}
@@ -98,7 +106,7 @@ class Batcher:
         # at least one comment, or a rate under one per tick would never show any): a
         # tick the busy loop ran late still shows its viewers what the time accrued,
         # while a quiet spell does not turn into a burst.
-        now = time.monotonic()
+        now = self._clock()
         carry, last = self._budget.get(room_id, (0.0, now - self.tick_s))
         per_tick = self.viewer_rate * self.tick_s
         budget = min(carry + self.viewer_rate * (now - last), max(2 * per_tick, 1.0))

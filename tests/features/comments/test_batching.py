@@ -53,35 +53,46 @@ def test_plan_shows_priority_samples_the_rest_and_accounts_for_everything(seed: 
         assert frame.get("dropped", 0) == tick.dropped - len(tick.dropped_ids & mine)
 
 
+class Clock:
+    """Simulated time for the batcher's budget (a loaded box cannot stretch it)."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
 def test_budget_follows_the_viewer_rate_without_bursting_after_quiet() -> None:
-    batcher = Batcher(viewer_rate=30, tick_s=0.1, rng=random.Random(1))
+    clock = Clock()
+    batcher = Batcher(viewer_rate=30, tick_s=0.1, rng=random.Random(1), clock=clock)
     shown = 0
     for _ in range(10):
         batcher.add("r", 1, [_item(i, f"u{i}") for i in range(100)])
         tick = batcher.take("r")
         assert tick is not None and len(tick.items) <= 4
         shown += len(tick.items)
-        batcher._budget["r"] = (batcher._budget["r"][0], batcher._budget["r"][1] - 0.1)
+        clock.now += 0.1
     assert 25 <= shown <= 40  # ~30 per simulated second
 
 
 def test_budget_a_late_tick_keeps_what_the_time_accrued_up_to_two_ticks() -> None:
     """A tick the busy loop ran late (0.2 s after the last) shows 6 at 30/s, not 3-4; a
     long quiet spell still gives at most two ticks' worth."""
-    batcher = Batcher(viewer_rate=30, tick_s=0.1, rng=random.Random(1))
+    clock = Clock()
+    batcher = Batcher(viewer_rate=30, tick_s=0.1, rng=random.Random(1), clock=clock)
     batcher.add("r", 1, [_item(i, f"u{i}") for i in range(100)])
     assert batcher.take("r") is not None
-    _, last = batcher._budget["r"]
-    batcher._budget["r"] = (0.0, last - 0.2)
+    clock.now += 0.2
     batcher.add("r", 2, [_item(i, f"u{i}") for i in range(100, 200)])
     assert (late := batcher.take("r")) is not None and len(late.items) == 6
-    batcher._budget["r"] = (0.0, batcher._budget["r"][1] - 10.0)
+    clock.now += 10.0
     batcher.add("r", 3, [_item(i, f"u{i}") for i in range(200, 300)])
     assert (quiet := batcher.take("r")) is not None and len(quiet.items) == 6
 
 
 def test_budget_a_take_leaves_unused_goes_to_the_next_take_of_the_tick() -> None:
-    batcher = Batcher(viewer_rate=30, tick_s=0.1, rng=random.Random(1))
+    batcher = Batcher(viewer_rate=30, tick_s=0.1, rng=random.Random(1), clock=Clock())
     batcher.add("r", 1, [_item(0, "u0")])
     first = batcher.take("r")
     assert first is not None and len(first.items) == 1  # a tick's budget is 3 or 4
@@ -192,12 +203,13 @@ async def test_broadcasts_between_comments_keep_seq_order_for_viewers(
 
 
 def test_budget_a_rate_under_one_per_tick_still_shows_comments_at_that_rate() -> None:
-    batcher = Batcher(viewer_rate=2, tick_s=0.1, rng=random.Random(1))
+    clock = Clock()
+    batcher = Batcher(viewer_rate=2, tick_s=0.1, rng=random.Random(1), clock=clock)
     shown = 0
     for tick in range(50):  # five simulated seconds of a flood
         batcher.add("r", tick, [_item(tick * 10 + i, f"u{i}") for i in range(10)])
         taken = batcher.take("r")
         assert taken is not None and len(taken.items) <= 1
         shown += len(taken.items)
-        batcher._budget["r"] = (batcher._budget["r"][0], batcher._budget["r"][1] - 0.1)
+        clock.now += 0.1
     assert 9 <= shown <= 11  # 2 per simulated second
